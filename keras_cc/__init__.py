@@ -1,0 +1,22 @@
+"""keras_cc: the continuous categorical distribution for Keras and TFP.
+
+Submodules:
+    ops: ``cc_log_partition`` and ``cc_mean``, the stable numerical core.
+    losses: Keras losses (``ContinuousCategoricalCrossentropy``, ...).
+    metrics: the matching Keras metric.
+    distributions: ``ContinuousCategorical``, a TFP distribution (imported on
+        first use: it needs TensorFlow Probability and the TensorFlow backend).
+"""
+
+import importlib
+
+from keras_cc import ops
+
+__version__ = "0.1.0"
+__all__ = ["ops", "losses", "metrics", "distributions", "__version__"]
+
+
+def __getattr__(name):
+    if name in ("losses", "metrics", "distributions"):
+        return importlib.import_module(f"keras_cc.{name}")
+    raise AttributeError(f"module 'keras_cc' has no attribute {name!r}")

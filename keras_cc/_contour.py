@@ -1,0 +1,173 @@
+"""The continuous-categorical log-partition by a saddle-point contour integral.
+
+This module is the numerical core of keras_cc. Everything is written with
+``keras.ops`` in real arithmetic (complex numbers are carried as pairs), so it
+runs unchanged on the TensorFlow, JAX and PyTorch backends, eagerly, inside
+``tf.function`` and under XLA.
+
+Math (see docs/numerics.md for the full derivation and the error table).
+For logits ``z`` (K of them) the CC log-partition is
+
+    A(z) = log exp[z_1, ..., z_K] = log (1 / 2 pi i) \\oint e^s / prod_k (s - z_k) ds,
+
+the divided difference of ``exp`` at the logits, written as a contour integral
+around all of them. We shift ``x = z - max z`` (so ``x <= 0``) and integrate
+along a modified Talbot contour
+
+    s(theta) = a + m (theta cot theta + i nu theta),   theta in (-theta_max, theta_max),
+
+fitted to the integrand: it crosses the real axis at the saddle point
+``gamma`` of ``e^s / prod (s - x_k)`` (the root of ``sum 1/(gamma - x_k) = 1``),
+and ``m = 1 / sum 1/(gamma - x_k)^2`` matches the curvature there, so along the
+contour the integrand is nearly real and positive (no cancellation). For
+exact ties Talbot's curve *is* the path of steepest descent. The midpoint rule
+in ``theta`` then converges geometrically. The contour is truncated where the
+integrand is provably negligible (``Re s < gamma - L``), which also keeps it
+away from far clusters of logits where the integrand would blow up.
+
+The gradient of ``A`` is the CC mean, computed from the same quadrature nodes:
+
+    mu_k = (1 / 2 pi i) \\oint e^s / ((s - x_k) prod_i (s - x_i)) ds / exp[x].
+
+Every factor is formed as ``w = (s - x_k) / (gamma - x_k) = 1 + (s - gamma)/d_k``
+and its logarithm through ``log1p``, so far logits contribute tiny, accurately
+computed terms and no product of K factors is ever formed.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+from keras import ops
+
+# Quadrature settings per compute dtype, tuned against an mpmath reference on
+# the regimes of NUMERICS.md section 5 (see benchmarks/log_partition.py):
+#   nodes: midpoint nodes on (0, theta_max) (the other half is the conjugate);
+#   cut: truncate where Re s < gamma - cut (the integrand is below e^-cut);
+#   width: truncate at `width` Gaussian widths of the saddle;
+#   min_scale: lower bound on m, which keeps the contour clear of far poles.
+_SETTINGS = {
+    "float32": dict(nodes=16, cut=30.0, width=11.0, min_scale=2.0),
+    "float64": dict(nodes=48, cut=50.0, width=11.0, min_scale=2.0),
+}
+# nu > 1 widens the contour's asymptote (Weideman's modified Talbot contour),
+# giving clearance above far clusters of logits.
+_NU = 1.5
+_NEWTON_STEPS = 8
+_THETA_NEWTON_STEPS = 6
+
+
+def compute_dtype(dtype: str) -> str:
+    """The dtype the op computes in: float64 stays, everything else is float32."""
+    return "float64" if dtype == "float64" else "float32"
+
+
+def _saddle_point(x):
+    """Root gamma > 0 of sum_k 1/(gamma - x_k) = 1 for x <= 0 with max x = 0.
+
+    Newton's method on 1/S(gamma) - 1, which is exact for ties and for a single
+    dominant logit and converges in a few steps in between. The exact root is
+    not needed (any gamma > 0 gives an exact contour); it only makes the
+    contour well conditioned.
+    """
+    gamma = ops.ones_like(x[..., :1])
+    for _ in range(_NEWTON_STEPS):
+        inv_d = 1.0 / (gamma - x)
+        s1 = ops.sum(inv_d, axis=-1, keepdims=True)
+        s2 = ops.sum(inv_d * inv_d, axis=-1, keepdims=True)
+        step = (1.0 / s1 - 1.0) * (s1 * s1) / s2
+        gamma = ops.maximum(gamma - step, 0.5 * gamma)
+    return gamma
+
+
+def _theta_where_cot_is(v):
+    """Solve theta * cot(theta) = v for theta in (0, pi), elementwise, v < 1."""
+    r = ops.sqrt(3.0 * (1.0 - v))
+    theta = ops.where(v > -1.0, r / (1.0 + 0.2 * r), math.pi * (1.0 - 1.0 / (1.0 - v)))
+    for _ in range(_THETA_NEWTON_STEPS):
+        sin, cos = ops.sin(theta), ops.cos(theta)
+        f = theta * cos / sin - v
+        df = cos / sin - theta / (sin * sin)
+        theta = ops.clip(theta - f / df, 0.5 * theta, 0.5 * (theta + math.pi))
+    return theta
+
+
+def _contour(x, settings):
+    """Quadrature nodes for shifted logits x (..., K) with max 0.
+
+    Returns a dict of tensors: inverse distances ``inv_d`` (..., K), the sum of
+    ``log d`` (..., 1), and per node (..., N): ``u = s - gamma`` (re, im) and
+    ``ds/dtheta`` (re, im), and the midpoint weight ``h / pi`` (..., 1).
+    """
+    dtype = x.dtype
+    gamma = _saddle_point(x)
+    d = gamma - x
+    inv_d = 1.0 / d
+    scale = 1.0 / ops.sum(inv_d * inv_d, axis=-1, keepdims=True)
+    scale = ops.maximum(scale, settings["min_scale"])
+    theta_cut = _theta_where_cot_is(1.0 - settings["cut"] / scale)
+    theta_max = ops.minimum(theta_cut, settings["width"] / (_NU * ops.sqrt(scale)))
+    n = settings["nodes"]
+    frac = (ops.cast(ops.arange(n), dtype) + 0.5) / n
+    theta = theta_max * frac  # (..., N)
+    sin, cos = ops.sin(theta), ops.cos(theta)
+    cot = cos / sin
+    # s = (gamma - scale) + scale * (theta cot theta + i nu theta); u = s - gamma.
+    u_re = scale * (theta * cot - 1.0)
+    u_im = scale * _NU * theta
+    ds_re = scale * (cot - theta / (sin * sin))
+    ds_im = scale * _NU * ops.ones_like(theta)
+    return dict(
+        gamma=gamma,
+        inv_d=inv_d,
+        sum_log_d=ops.sum(ops.log(d), axis=-1, keepdims=True),
+        u_re=u_re,
+        u_im=u_im,
+        ds_re=ds_re,
+        ds_im=ds_im,
+        weight=theta_max / (n * math.pi),
+    )
+
+
+def _factors(c):
+    """w_jk = 1 + u_j / d_k as (re - 1, im) parts a, b and |w|^2 - 1 = t."""
+    a = ops.expand_dims(c["u_re"], -1) * ops.expand_dims(c["inv_d"], -2)
+    b = ops.expand_dims(c["u_im"], -1) * ops.expand_dims(c["inv_d"], -2)
+    return a, b, a * (2.0 + a) + b * b
+
+
+def _integrand(c):
+    """Integrand values e^{s - gamma} prod_k d_k / (s - x_k) * ds/dtheta, (..., N)."""
+    a, b, t = _factors(c)
+    log_mag = c["u_re"] - 0.5 * ops.sum(ops.log1p(t), axis=-1)
+    phase = c["u_im"] - ops.sum(ops.arctan2(b, 1.0 + a), axis=-1)
+    mag = ops.exp(log_mag)
+    f_re, f_im = mag * ops.cos(phase), mag * ops.sin(phase)
+    val_re = f_re * c["ds_re"] - f_im * c["ds_im"]
+    val_im = f_re * c["ds_im"] + f_im * c["ds_re"]
+    return val_re, val_im
+
+
+def log_partition_and_state(x):
+    """A(x) - gamma + sum log d for shifted logits, with what the mean needs."""
+    settings = _SETTINGS[compute_dtype(keras.backend.standardize_dtype(x.dtype))]
+    c = _contour(x, settings)
+    val_re, val_im = _integrand(c)
+    # The integral is (1/2 pi i) of the full contour = (1/pi) * sum Im over the
+    # upper half, by conjugate symmetry.
+    integral = c["weight"] * ops.sum(val_im, axis=-1, keepdims=True)
+    log_partition = c["gamma"] - c["sum_log_d"] + ops.log(integral)
+    return ops.squeeze(log_partition, -1), (c, val_re, val_im, integral)
+
+
+def mean_from_state(state):
+    """E_CC[x] from the quadrature state of ``log_partition_and_state``."""
+    c, val_re, val_im, integral = state
+    a, b, t = _factors(c)
+    # Im(val / w) = (val_im * Re w - val_re * Im w) / |w|^2, with 1/(s - x_k)
+    # = 1 / (d_k w).
+    vr = ops.expand_dims(val_re, -1)
+    vi = ops.expand_dims(val_im, -1)
+    q = (vi * (1.0 + a) - vr * b) / (1.0 + t)
+    return c["weight"] * ops.sum(q, axis=-2) * c["inv_d"] / integral

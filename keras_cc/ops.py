@@ -1,0 +1,128 @@
+"""Backend-agnostic ops for the continuous categorical (CC) distribution.
+
+``cc_log_partition`` is the CC log-normaliser in logit form,
+``A(z) = log ∫_Δ exp(z·x) dx``; its gradient, ``cc_mean``, is the CC mean.
+Both are exact to the accuracy bar of docs/numerics.md for any finite logits,
+on the TensorFlow, JAX and PyTorch backends.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from keras_cc import _contour
+
+__all__ = ["cc_log_partition", "cc_mean"]
+
+
+def _prepare(logits, axis: int):
+    """Validate, move the class axis last and cast to the compute dtype."""
+    logits = ops.convert_to_tensor(logits)
+    in_dtype = keras.backend.standardize_dtype(logits.dtype)
+    if not in_dtype.startswith(("float", "bfloat")):
+        raise TypeError(
+            f"`logits` must be a floating-point tensor; received dtype {in_dtype}."
+        )
+    rank = len(logits.shape)
+    if rank == 0:
+        raise ValueError("`logits` must have at least one dimension (the classes).")
+    if not -rank <= axis < rank:
+        raise ValueError(f"`axis`={axis} is out of range for logits of rank {rank}.")
+    axis = axis % rank
+    num_classes = logits.shape[axis]
+    if num_classes is not None and num_classes < 2:
+        raise ValueError(
+            "The continuous categorical needs at least 2 classes along "
+            f"`axis`={axis}; received logits of shape {tuple(logits.shape)} "
+            f"(size {num_classes} on that axis)."
+        )
+    if axis != rank - 1:
+        logits = ops.moveaxis(logits, axis, -1)
+    work_dtype = _contour.compute_dtype(in_dtype)
+    return ops.cast(logits, work_dtype), in_dtype, axis
+
+
+def _shift(z):
+    """x = z - max z, and a mask of rows whose logits are all finite."""
+    z_max = ops.max(z, axis=-1, keepdims=True)
+    finite = ops.all(ops.isfinite(z), axis=-1)
+    return z - z_max, ops.squeeze(z_max, -1), finite
+
+
+def _nan_unless(finite, value):
+    """Rows with a NaN or infinite logit get NaN, never a wrong finite number."""
+    if len(value.shape) > len(finite.shape):
+        finite = ops.expand_dims(finite, -1)
+    return ops.where(finite, value, ops.full_like(value, float("nan")))
+
+
+@ops.custom_gradient
+def _log_partition_last_axis(z):
+    x, z_max, finite = _shift(z)
+    shifted_value, state = _contour.log_partition_and_state(x)
+    value = _nan_unless(finite, z_max + shifted_value)
+
+    def grad(*args, upstream=None):
+        if upstream is None:
+            (upstream,) = args
+        mean = _nan_unless(finite, _contour.mean_from_state(state))
+        return ops.expand_dims(upstream, -1) * mean
+
+    return value, grad
+
+
+def cc_log_partition(logits, axis: int = -1):
+    """Log-partition ``A(z)`` of the continuous categorical, in logit form.
+
+    ``A(z) = log ∫_Δ exp(z·x) dx = log exp[z_1, ..., z_K]``, the logarithm of
+    the divided difference of ``exp`` at the logits. The CC negative
+    log-likelihood of a target ``y`` on the simplex is ``A(z) - y·z``, and the
+    gradient of ``A`` is the CC mean (``cc_mean``), supplied as a custom
+    gradient that is computed as carefully as the value.
+
+    Args:
+        logits: Floating tensor of logits; the class axis has size ``K >= 2``.
+            float16 and bfloat16 are computed in float32.
+        axis: The class axis, reduced in the output.
+
+    Returns:
+        A tensor of the input dtype with the class axis removed. A row with a
+        NaN or ±inf logit gives NaN (only that row).
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_cc.ops import cc_log_partition
+    >>> float(cc_log_partition(np.zeros(3)))  # log(1/2!): the simplex's area
+    -0.693147...
+    """
+    z, in_dtype, _ = _prepare(logits, axis)
+    return ops.cast(_log_partition_last_axis(z), in_dtype)
+
+
+def cc_mean(logits, axis: int = -1):
+    """Mean ``E[x]`` of the continuous categorical, i.e. the gradient of ``A``.
+
+    Args:
+        logits: Floating tensor of logits; the class axis has size ``K >= 2``.
+        axis: The class axis.
+
+    Returns:
+        A tensor of the same shape and dtype as ``logits``, positive entries
+        summing to one along ``axis``.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_cc.ops import cc_mean
+    >>> np.round(np.asarray(cc_mean(np.array([0.0, 0.0, 0.0]))), 6)
+    array([0.333333, 0.333333, 0.333333])
+    """
+    z, in_dtype, axis_used = _prepare(logits, axis)
+    x, _, finite = _shift(z)
+    _, state = _contour.log_partition_and_state(x)
+    mean = _nan_unless(finite, _contour.mean_from_state(state))
+    if axis_used != len(mean.shape) - 1:
+        mean = ops.moveaxis(mean, -1, axis_used)
+    return ops.cast(mean, in_dtype)
