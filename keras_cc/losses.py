@@ -1,0 +1,627 @@
+"""Keras losses for the continuous categorical (CC) distribution.
+
+The CC negative log-likelihood of a target ``y`` on the simplex under logits
+``z`` is ``A(z) - y·z``, where ``A`` is the CC log-partition
+(``keras_cc.ops.cc_log_partition``). Compare the categorical cross-entropy,
+``logsumexp(z) - y·z``: the CC loss is a proper likelihood for *soft* targets
+(label smoothing, distillation, vote fractions), see NUMERICS.md and
+Gordon-Rodriguez et al., "Uses and abuses of the cross-entropy loss" (2020).
+
+Everything is written with ``keras.ops`` and runs on the TensorFlow and JAX
+backends, eagerly, under ``tf.function``/``jax.jit`` and under XLA.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_cc.ops import cc_log_partition
+
+__all__ = [
+    "ContinuousCategoricalCrossentropy",
+    "SparseContinuousCategoricalCrossentropy",
+    "continuous_categorical_crossentropy",
+    "sparse_continuous_categorical_crossentropy",
+]
+
+# Row sums of `y_true` may differ from 1 by this much (absolute, which is also
+# relative since the sum should be 1). float32 one-hot or normalised-count
+# targets are exact to ~1e-7 per entry, so 1e-3 only lets rounding through
+# (even for K in the thousands), never a target that was not normalised.
+_SUM_TOLERANCE = {"float64": 1e-6}
+_DEFAULT_SUM_TOLERANCE = 1e-3
+
+
+def _compute_dtype(dtype) -> str:
+    """float16/bfloat16 are computed in float32: the loss is a difference of
+    two large nearly equal terms, and the logit gaps of a label-smoothing
+    optimum (~100) are far beyond half precision's resolution there."""
+    dtype = keras.backend.standardize_dtype(dtype)
+    if dtype in ("float16", "bfloat16") or not dtype.startswith("float"):
+        return "float32"
+    return dtype
+
+
+def _canonical_axis(axis, rank: int) -> int:
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+        raise ValueError(
+            f"`axis` must be of type `int`. Received: axis={axis} of type {type(axis)}"
+        )
+    if not -rank <= axis < rank:
+        raise ValueError(f"`axis`={axis} is out of range for `y_pred` of rank {rank}.")
+    return int(axis) % rank
+
+
+def _recover_tf_logits(y_pred):
+    """The logits behind a softmax output, or None (TensorFlow backend only).
+
+    Keras' TensorFlow backend records the input of `softmax` on its output as
+    `_keras_logits`, and in a graph the producing op is visible; Keras' own
+    cross-entropy uses both. The CC loss needs the logits even more than
+    cross-entropy does: a CC-LS optimum sits at logit gaps near 100, while
+    probabilities clipped to [1e-7, 1 - 1e-7] cap the gap near 16. JAX arrays
+    carry no such attribute, so there the clipped probabilities are used.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return None
+    logits = getattr(y_pred, "_keras_logits", None)
+    if logits is not None:
+        return logits
+    import tensorflow as tf
+
+    if isinstance(y_pred, (tf.__internal__.EagerTensor, tf.Variable)):
+        return None
+    op = getattr(y_pred, "op", None)
+    # A softmax output cast to the loss dtype (mixed precision) is
+    # Cast(Softmax(logits)) in the graph: look through the cast.
+    if op is not None and op.type == "Cast":
+        op = op.inputs[0].op
+    if op is not None and op.type == "Softmax" and len(op.inputs) == 1:
+        return op.inputs[0]
+    return None
+
+
+def _is_concrete(x) -> bool:
+    """Whether `x` holds values now (eager), as opposed to a traced symbol."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return isinstance(x, tf.__internal__.EagerTensor)
+    if backend == "jax":
+        import jax
+
+        return not isinstance(x, jax.core.Tracer)
+    if backend == "numpy":
+        return True
+    if backend == "torch":
+        import torch
+
+        return not torch.compiler.is_compiling()
+    return False
+
+
+def _validate_targets(y_true, axis: int):
+    """Raise (eager) or assert (TF graph) that `y_true` lies on the simplex.
+
+    Checked on the target as given, before label smoothing: smoothing mixes it
+    with the uniform vector, so the smoothed target is on the simplex too.
+    Returns `y_true`, carrying control dependencies on the asserts in a graph.
+    """
+    dtype = keras.backend.standardize_dtype(y_true.dtype)
+    tol = _SUM_TOLERANCE.get(dtype, _DEFAULT_SUM_TOLERANCE)
+    if _is_concrete(y_true):
+        values = np.asarray(ops.convert_to_numpy(y_true), dtype=np.float64)
+        if not np.all(np.isfinite(values)):
+            raise ValueError(
+                "`y_true` must be finite; it contains NaN or infinite entries."
+            )
+        if np.any(values < 0):
+            raise ValueError(
+                "`y_true` must lie on the simplex, but it has negative entries "
+                f"(min {values.min():.6g}). Targets are probability vectors "
+                "along `axis`."
+            )
+        sums = values.sum(axis=axis)
+        worst = float(np.max(np.abs(sums - 1.0))) if sums.size else 0.0
+        if worst > tol:
+            raise ValueError(
+                "`y_true` must lie on the simplex, but its rows do not sum to 1 "
+                f"along axis {axis}: the largest deviation is {worst:.6g} "
+                f"(tolerance {tol:g} for {dtype}). Nothing is renormalised "
+                "silently: normalise the targets yourself."
+            )
+        return y_true
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        # Graph mode: runtime asserts (they raise InvalidArgumentError when the
+        # step runs). XLA drops Assert ops, so under `jit_compile=True` the
+        # check is a no-op; JAX traces cannot raise on values at all.
+        checks = [
+            tf.debugging.assert_all_finite(y_true, message="`y_true` must be finite."),
+            tf.debugging.assert_non_negative(
+                y_true, message="`y_true` must lie on the simplex (entries >= 0)."
+            ),
+            tf.debugging.assert_less_equal(
+                tf.abs(tf.reduce_sum(y_true, axis=axis) - 1.0),
+                tf.constant(tol, y_true.dtype),
+                message=f"`y_true` rows must sum to 1 along axis {axis} "
+                f"(tolerance {tol:g}).",
+            ),
+        ]
+        with tf.control_dependencies(checks):
+            return tf.identity(y_true)
+    return y_true
+
+
+def _check_shapes(y_true, y_pred):
+    if len(y_true.shape) != len(y_pred.shape):
+        raise ValueError(
+            "`y_true` and `y_pred` must have the same rank; received "
+            f"y_true.shape={tuple(y_true.shape)}, y_pred.shape={tuple(y_pred.shape)}."
+        )
+    for a, b in zip(y_true.shape, y_pred.shape, strict=True):
+        if a is not None and b is not None and a != b:
+            raise ValueError(
+                "`y_true` and `y_pred` must have the same shape; received "
+                f"y_true.shape={tuple(y_true.shape)}, "
+                f"y_pred.shape={tuple(y_pred.shape)}."
+            )
+
+
+def _logits_from_pred(y_pred, from_logits: bool, fn_name: str):
+    """The logits to use and their compute dtype (float32 for half inputs)."""
+    recovered = _recover_tf_logits(y_pred)
+    if recovered is not None:
+        if from_logits:
+            warnings.warn(
+                f"`{fn_name}` received `from_logits=True`, but the `y_pred` "
+                "argument was produced by a softmax activation and thus does "
+                "not represent logits. Was this intended?",
+                stacklevel=3,
+            )
+        y_pred = recovered
+        from_logits = True
+    y_pred = ops.convert_to_tensor(y_pred)
+    dtype = _compute_dtype(y_pred.dtype)
+    y_pred = ops.cast(y_pred, dtype)
+    if from_logits:
+        return y_pred
+    # Probabilities: z = log p, clipped like Keras' cross-entropy. p need not
+    # be normalised: a common factor shifts every logit alike, and the CC
+    # loss is invariant to such shifts (A(z + c) = A(z) + c, sum(y) = 1).
+    eps = keras.backend.epsilon()
+    return ops.log(ops.clip(y_pred, eps, 1.0 - eps))
+
+
+def _cc_nll(y_true, logits, axis: int):
+    """A(z) - y·z, computed on logits shifted so their max is 0.
+
+    The shift is exact (A(z - c) = A(z) - c and sum(y) = 1) and keeps the two
+    terms small when the logits carry a large common offset, where their
+    difference would otherwise cancel. The shift is a constant for the
+    gradient, which stays exactly mean(z) - y.
+    """
+    shift = ops.stop_gradient(ops.max(logits, axis=axis, keepdims=True))
+    logits = logits - shift
+    return cc_log_partition(logits, axis=axis) - ops.sum(y_true * logits, axis=axis)
+
+
+@keras.saving.register_keras_serializable(package="keras_cc")
+def continuous_categorical_crossentropy(
+    y_true,
+    y_pred,
+    from_logits: bool = False,
+    label_smoothing: float = 0.0,
+    axis: int = -1,
+    validate_targets: bool = True,
+):
+    """Computes the continuous categorical (CC) negative log-likelihood.
+
+    `loss = A(z) - sum(y_true * z, axis)`, where `A` is the CC log-partition
+    (`keras_cc.ops.cc_log_partition`) and `z` the logits. Unlike categorical
+    cross-entropy this is the exact log-density of a target on the simplex,
+    so it is the right likelihood for soft targets (label smoothing,
+    distillation, vote fractions). Its gradient in `z` is `cc_mean(z) - y`.
+
+    `from_logits=True` is recommended: a CC label-smoothing optimum sits at
+    logit gaps near 100, but probabilities clipped to `[eps, 1 - eps]` (as
+    Keras clips them, `eps = keras.backend.epsilon()`) cap the gap near 16.
+    With `from_logits=False` on the TensorFlow backend, the logits behind a
+    Keras softmax output are recovered (as Keras' own cross-entropy does), so
+    a `Dense(..., activation="softmax")` head also works; on JAX the clipped
+    probabilities are used.
+
+    Args:
+        y_true: Targets on the simplex along `axis` (e.g. one-hot), same shape
+            as `y_pred`.
+        y_pred: Predicted logits (`from_logits=True`) or probabilities.
+        from_logits: Whether `y_pred` is a logits tensor. By default, we
+            assume that `y_pred` encodes a probability distribution.
+        label_smoothing: Float in [0, 1]. When > 0, the target becomes
+            `y_true * (1 - label_smoothing) + label_smoothing / num_classes`.
+        axis: The class axis. Defaults to `-1`.
+        validate_targets: If `True` (default), check that `y_true` is finite,
+            non-negative and sums to 1 along `axis` (within 1e-3 for float32
+            and lower precision, 1e-6 for float64), before smoothing. Eagerly a
+            `ValueError` is raised; in a TensorFlow graph, runtime asserts
+            raise `InvalidArgumentError` (dropped by XLA); under JAX tracing
+            no check is possible. Nothing is clipped or renormalised.
+
+    Returns:
+        The loss per example: `y_pred`'s shape without `axis`, in float32
+        for float16/bfloat16 inputs (which are computed in float32) and in
+        `y_pred`'s dtype otherwise.
+
+    Example:
+
+    >>> y_true = [[0.0, 1.0, 0.0], [0.2, 0.3, 0.5]]
+    >>> logits = [[0.0, 3.0, -1.0], [0.0, 0.0, 0.0]]
+    >>> loss = keras_cc.losses.continuous_categorical_crossentropy(
+    ...     y_true, logits, from_logits=True)
+    >>> np.round(np.asarray(loss), 4)
+    array([-2.6406, -0.6931], dtype=float32)
+    """
+    y_pred_in = y_pred
+    if not hasattr(y_pred, "shape"):
+        y_pred = ops.convert_to_tensor(y_pred)
+        y_pred_in = y_pred
+    axis = _canonical_axis(axis, len(y_pred.shape))
+    if not 0.0 <= float(label_smoothing) <= 1.0:
+        raise ValueError(
+            f"`label_smoothing` must be in [0, 1]. Received: {label_smoothing}"
+        )
+    logits = _logits_from_pred(
+        y_pred_in, from_logits, "continuous_categorical_crossentropy"
+    )
+    y_true = ops.convert_to_tensor(y_true)
+    _check_shapes(y_true, logits)
+    y_true = ops.cast(y_true, logits.dtype)
+    if validate_targets:
+        y_true = _validate_targets(y_true, axis)
+    if label_smoothing:
+        num_classes = ops.cast(ops.shape(y_true)[axis], y_true.dtype)
+        y_true = y_true * (1.0 - label_smoothing) + label_smoothing / num_classes
+    return _cc_nll(y_true, logits, axis)
+
+
+@keras.saving.register_keras_serializable(package="keras_cc")
+def sparse_continuous_categorical_crossentropy(
+    y_true,
+    y_pred,
+    from_logits: bool = False,
+    label_smoothing: float = 0.0,
+    axis: int = -1,
+    validate_targets: bool = True,
+):
+    """CC negative log-likelihood with integer class labels.
+
+    Equivalent to `continuous_categorical_crossentropy` on
+    `one_hot(y_true, num_classes)`; with `label_smoothing=0` the target is a
+    vertex of the simplex, and with `label_smoothing > 0` it is
+    `one_hot * (1 - label_smoothing) + label_smoothing / num_classes`.
+
+    Args:
+        y_true: Integer labels in `[0, num_classes)`, with `y_pred`'s shape
+            without `axis` (or with size 1 at `axis`).
+        y_pred: Predicted logits (`from_logits=True`, recommended) or
+            probabilities.
+        from_logits: Whether `y_pred` is a logits tensor.
+        label_smoothing: Float in [0, 1].
+        axis: The class axis of `y_pred`. Defaults to `-1`.
+        validate_targets: If `True` (default), labels outside
+            `[0, num_classes)` raise a `ValueError` eagerly (runtime asserts in
+            a TensorFlow graph; no check under JAX tracing or XLA).
+
+    Returns:
+        The loss per example, shaped like `y_true` without the size-1 axis.
+
+    Example:
+
+    >>> loss = keras_cc.losses.sparse_continuous_categorical_crossentropy(
+    ...     [1, 2], [[0.0, 3.0, -1.0], [0.0, 0.0, 0.0]], from_logits=True)
+    >>> np.round(np.asarray(loss), 4)
+    array([-2.6406, -0.6931], dtype=float32)
+    """
+    if not hasattr(y_pred, "shape"):
+        y_pred = ops.convert_to_tensor(y_pred)
+    rank = len(y_pred.shape)
+    axis = _canonical_axis(axis, rank)
+    num_classes = y_pred.shape[axis]
+    if num_classes is None:
+        raise ValueError(
+            "`y_pred` must have a static number of classes along `axis` for "
+            f"sparse labels; received y_pred.shape={tuple(y_pred.shape)}."
+        )
+    y_true = ops.convert_to_tensor(y_true)
+    if len(y_true.shape) == rank and y_true.shape[axis] == 1:
+        y_true = ops.squeeze(y_true, axis=axis)
+    expected = tuple(d for i, d in enumerate(y_pred.shape) if i != axis)
+    if len(y_true.shape) != len(expected) or any(
+        a is not None and b is not None and a != b
+        for a, b in zip(y_true.shape, expected, strict=True)
+    ):
+        raise ValueError(
+            "`y_true` must hold one integer label per example: expected shape "
+            f"{expected} for y_pred.shape={tuple(y_pred.shape)} and axis={axis}; "
+            f"received y_true.shape={tuple(y_true.shape)}."
+        )
+    y_true = ops.cast(y_true, "int32")
+    if validate_targets:
+        y_true = _validate_labels(y_true, num_classes)
+    one_hot = ops.one_hot(y_true, num_classes, axis=axis)
+    # The one-hot target is on the simplex by construction (labels checked).
+    return continuous_categorical_crossentropy(
+        one_hot,
+        y_pred,
+        from_logits=from_logits,
+        label_smoothing=label_smoothing,
+        axis=axis,
+        validate_targets=False,
+    )
+
+
+def _validate_labels(labels, num_classes: int):
+    if _is_concrete(labels):
+        values = np.asarray(ops.convert_to_numpy(labels))
+        if values.size and (values.min() < 0 or values.max() >= num_classes):
+            raise ValueError(
+                f"`y_true` must hold class labels in [0, {num_classes}); "
+                f"received labels in [{values.min()}, {values.max()}]."
+            )
+        return labels
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        checks = [
+            tf.debugging.assert_non_negative(
+                labels, message="`y_true` labels must be >= 0."
+            ),
+            tf.debugging.assert_less(
+                labels,
+                tf.constant(num_classes, labels.dtype),
+                message=f"`y_true` labels must be < {num_classes}.",
+            ),
+        ]
+        with tf.control_dependencies(checks):
+            return tf.identity(labels)
+    return labels
+
+
+def _keep_softmax_logits(loss_dtype, y_pred):
+    """Cast a softmax output to the loss dtype, keeping `_keras_logits`.
+
+    `Loss.__call__` casts `y_pred` to the loss dtype (float32 under mixed
+    precision), which drops the attribute through which Keras' TF backend
+    exposes the logits behind a softmax. Cast it here and carry the logits
+    (and the Keras mask) over.
+    """
+    logits = getattr(y_pred, "_keras_logits", None)
+    if logits is None or keras.backend.standardize_dtype(y_pred.dtype) == (
+        keras.backend.standardize_dtype(loss_dtype)
+    ):
+        return y_pred
+    mask = keras.backend.get_keras_mask(y_pred)
+    cast = ops.cast(y_pred, loss_dtype)
+    try:
+        cast._keras_logits = ops.cast(logits, loss_dtype)
+    except AttributeError:
+        return y_pred
+    if mask is not None:
+        keras.backend.set_keras_mask(cast, mask)
+    return cast
+
+
+class _ContinuousCategoricalLoss(keras.losses.Loss):
+    """Base of the CC losses: `keras.losses.Loss` around a loss function.
+
+    Mirrors Keras' (private) `LossFunctionWrapper`; the rank matching it does
+    is left out on purpose: the dense loss needs equal shapes (a mismatch is
+    an error, raised at trace time) and the sparse one squeezes a trailing
+    size-1 label axis itself.
+    """
+
+    def __init__(self, fn, reduction, name, dtype, **kwargs):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.fn = fn
+        self._fn_kwargs = kwargs
+        self.from_logits = kwargs["from_logits"]
+        self.label_smoothing = kwargs["label_smoothing"]
+        self.axis = kwargs["axis"]
+        self.validate_targets = kwargs["validate_targets"]
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        if keras.backend.backend() == "tensorflow":
+            y_pred = keras.tree.map_structure(
+                lambda x: _keep_softmax_logits(self.dtype, x), y_pred
+            )
+        return super().__call__(y_true, y_pred, sample_weight=sample_weight)
+
+    def call(self, y_true, y_pred):
+        return self.fn(y_true, y_pred, **self._fn_kwargs)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "from_logits": self.from_logits,
+                "label_smoothing": self.label_smoothing,
+                "axis": self.axis,
+                "validate_targets": self.validate_targets,
+            }
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_cc")
+class ContinuousCategoricalCrossentropy(_ContinuousCategoricalLoss):
+    """Continuous categorical (CC) negative log-likelihood loss.
+
+    Use it where you would use `keras.losses.CategoricalCrossentropy` with
+    soft targets: targets on the simplex (one-hot, label-smoothed, mixed-up,
+    distilled or vote-fraction), shape `[batch_size, num_classes]` like
+    `y_pred`. The value per example is `A(z) - sum(y_true * z)`, the exact
+    CC log-density of the target, with `A` the CC log-partition
+    (`keras_cc.ops.cc_log_partition`). With `label_smoothing=α` it is the
+    CC-LS loss of Gordon-Rodriguez et al. (2020).
+
+    Prefer `from_logits=True` (a linear last layer): the CC-LS optimum sits
+    at logit gaps near 100, while probabilities clipped like Keras clips them
+    (`[eps, 1 - eps]`, `eps = keras.backend.epsilon()`) cap the gap near 16.
+    With `from_logits=False` on the TensorFlow backend the logits behind a
+    Keras softmax output are recovered, as Keras' own cross-entropy does
+    (also under mixed precision); on JAX the clipped probabilities are used.
+
+    The loss is computed in float32 for float16/bfloat16 inputs.
+
+    Args:
+        from_logits: Whether `y_pred` is expected to be a logits tensor. By
+            default, we assume that `y_pred` encodes a probability
+            distribution.
+        label_smoothing: Float in [0, 1]. When > 0, label values are
+            smoothed: `y_true * (1 - label_smoothing) + label_smoothing /
+            num_classes`. For example, if `0.1`, use `0.1 / num_classes` for
+            non-target labels and `0.9 + 0.1 / num_classes` for target labels.
+        axis: The class axis. Defaults to `-1`.
+        reduction: Type of reduction to apply to the loss. In almost all cases
+            this should be `"sum_over_batch_size"`. Supported options are
+            `"sum"`, `"sum_over_batch_size"`, `"mean"`,
+            `"mean_with_sample_weight"` or `None`, with the meanings of
+            `keras.losses.Loss`. Defaults to `"sum_over_batch_size"`.
+        name: Optional name for the loss instance.
+        dtype: The dtype of the loss's computations. Defaults to `None`, which
+            means using `keras.backend.floatx()`. If a `keras.DTypePolicy` is
+            provided, then the `compute_dtype` will be utilized (half
+            precision is still computed in float32).
+        validate_targets: If `True` (default), `y_true` must be finite,
+            non-negative and sum to 1 along `axis` within 1e-3 (float32 and
+            lower) or 1e-6 (float64), checked before smoothing. Eagerly a
+            `ValueError` is raised; in a TensorFlow graph, runtime asserts
+            raise `InvalidArgumentError` (XLA drops them); JAX traced code is
+            not checked. Set `False` to skip the check.
+
+    Examples:
+
+    Standalone usage:
+
+    >>> y_true = np.array([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    >>> logits = np.array([[-1.0, 4.0, 0.0], [0.5, 1.0, 2.0]])
+    >>> loss = keras_cc.losses.ContinuousCategoricalCrossentropy(
+    ...     from_logits=True)
+    >>> round(float(loss(y_true, logits)), 4)
+    -2.2696
+
+    >>> # Calling with 'sample_weight'.
+    >>> round(float(loss(y_true, logits, sample_weight=np.array([0.3, 0.7]))), 4)
+    -0.9762
+
+    >>> # CC-LS: label smoothing, no reduction.
+    >>> loss = keras_cc.losses.ContinuousCategoricalCrossentropy(
+    ...     from_logits=True, label_smoothing=0.1, reduction=None)
+    >>> np.round(np.asarray(loss(y_true, logits)), 4)
+    array([-2.7625, -1.3933], dtype=float32)
+
+    Usage with the `compile()` API:
+
+    ```python
+    model.compile(
+        optimizer="adam",
+        loss=keras_cc.losses.ContinuousCategoricalCrossentropy(
+            from_logits=True, label_smoothing=0.1
+        ),
+    )
+    ```
+    """
+
+    def __init__(
+        self,
+        from_logits: bool = False,
+        label_smoothing: float = 0.0,
+        axis: int = -1,
+        reduction: str | None = "sum_over_batch_size",
+        name: str = "continuous_categorical_crossentropy",
+        dtype=None,
+        validate_targets: bool = True,
+    ):
+        super().__init__(
+            continuous_categorical_crossentropy,
+            name=name,
+            reduction=reduction,
+            dtype=dtype,
+            from_logits=from_logits,
+            label_smoothing=label_smoothing,
+            axis=axis,
+            validate_targets=validate_targets,
+        )
+
+
+@keras.saving.register_keras_serializable(package="keras_cc")
+class SparseContinuousCategoricalCrossentropy(_ContinuousCategoricalLoss):
+    """Continuous categorical (CC) negative log-likelihood, integer labels.
+
+    Like `ContinuousCategoricalCrossentropy` with `one_hot(y_true)` targets:
+    `y_true` holds one integer class per example (shape `[batch_size]` or
+    `[batch_size, 1]`), `y_pred` has shape `[batch_size, num_classes]`.
+    Without label smoothing the target is a vertex of the simplex; use
+    `label_smoothing > 0` for CC-LS. Prefer `from_logits=True` (see
+    `ContinuousCategoricalCrossentropy`).
+
+    Args:
+        from_logits: Whether `y_pred` is expected to be a logits tensor.
+        label_smoothing: Float in [0, 1]; the target is `one_hot * (1 -
+            label_smoothing) + label_smoothing / num_classes`.
+        axis: The class axis of `y_pred`. Defaults to `-1`.
+        reduction: As for `keras.losses.Loss`. Defaults to
+            `"sum_over_batch_size"`.
+        name: Optional name for the loss instance.
+        dtype: The dtype of the loss's computations (half precision is
+            computed in float32).
+        validate_targets: If `True` (default), labels outside
+            `[0, num_classes)` raise a `ValueError` eagerly (runtime asserts in
+            a TensorFlow graph; not checked under XLA or JAX tracing).
+
+    Examples:
+
+    >>> loss = keras_cc.losses.SparseContinuousCategoricalCrossentropy(
+    ...     from_logits=True, label_smoothing=0.1)
+    >>> logits = np.array([[-1.0, 4.0, 0.0], [0.5, 1.0, 2.0]])
+    >>> round(float(loss(np.array([1, 2]), logits)), 4)
+    -2.0779
+
+    Usage with the `compile()` API:
+
+    ```python
+    model.compile(
+        optimizer="adam",
+        loss=keras_cc.losses.SparseContinuousCategoricalCrossentropy(
+            from_logits=True, label_smoothing=0.1
+        ),
+    )
+    ```
+    """
+
+    def __init__(
+        self,
+        from_logits: bool = False,
+        label_smoothing: float = 0.0,
+        axis: int = -1,
+        reduction: str | None = "sum_over_batch_size",
+        name: str = "sparse_continuous_categorical_crossentropy",
+        dtype=None,
+        validate_targets: bool = True,
+    ):
+        super().__init__(
+            sparse_continuous_categorical_crossentropy,
+            name=name,
+            reduction=reduction,
+            dtype=dtype,
+            from_logits=from_logits,
+            label_smoothing=label_smoothing,
+            axis=axis,
+            validate_targets=validate_targets,
+        )
