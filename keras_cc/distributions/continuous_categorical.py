@@ -1,0 +1,546 @@
+"""The continuous categorical distribution as a TensorFlow Probability class."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tensorflow_probability.python.bijectors import (
+    softmax_centered as softmax_centered_bijector,
+)
+from tensorflow_probability.python.distributions import distribution, kullback_leibler
+from tensorflow_probability.python.internal import (
+    assert_util,
+    dtype_util,
+    parameter_properties,
+    reparameterization,
+    samplers,
+    tensor_util,
+)
+from tensorflow_probability.python.internal import prefer_static as ps
+
+from keras_cc import ops as cc_ops
+
+if keras.backend.backend() != "tensorflow":
+    # The class is a TFP (TensorFlow) distribution and calls keras_cc.ops,
+    # which return backend tensors; mixing backends would fail deep inside TFP
+    # with an unhelpful message, so fail here instead.
+    raise ImportError(
+        "keras_cc.distributions needs the TensorFlow Keras backend, but "
+        f"keras.backend.backend() is {keras.backend.backend()!r}. Set "
+        "KERAS_BACKEND=tensorflow before importing keras, or use "
+        "keras_cc.ops / keras_cc.losses, which run on every backend."
+    )
+
+__all__ = ["ContinuousCategorical"]
+
+# Newton steps for the proposal rate offset (see `_proposal_rates`). Only the
+# sampler's efficiency depends on them, never its exactness.
+_SADDLE_NEWTON_STEPS = 12
+# Safety cap on rejection rounds. The acceptance rate is at least ~1/sqrt(K)
+# in the worst regimes we know of (and near 1 in most), so a sample is still
+# pending after this many rounds with probability below (1 - 0.03)**10_000,
+# i.e. never; such a slot would be returned as NaN rather than biased.
+_MAX_REJECTION_ROUNDS = 10_000
+
+
+def _work_dtype(dtype: tf.DType) -> tf.DType:
+    """float64 stays float64; float16/bfloat16/float32 are computed in float32."""
+    return tf.float64 if dtype == tf.float64 else tf.float32
+
+
+def _shift_logits(logits: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """``(z - max z, max z)``: every CC quantity depends on logit differences only.
+
+    Working with shifted logits keeps ``z·x`` and ``A(z)`` small, so their
+    difference does not lose digits to a large common offset.
+    """
+    z_max = tf.reduce_max(logits, axis=-1, keepdims=True)
+    # An all -inf or +inf row would give inf - inf = NaN here, which is the
+    # right answer for such a row (the ops return NaN for it as well).
+    return logits - z_max, tf.squeeze(z_max, -1)
+
+
+def _proposal_rates(z: tf.Tensor) -> tf.Tensor:
+    """Rates ``d_k = gamma - z_k`` of the exponential proposal, for max z = 0.
+
+    ``gamma`` is the root of ``sum_k 1 / (gamma - z_k) = 1``, which maximises
+    the acceptance rate of the sampler (see `_sample_cc`). Newton's method on
+    ``1/S(gamma) - 1`` (concave, increasing) started at ``gamma = 1`` (left of
+    the root, since every ``d_k >= 1`` there) increases monotonically to the
+    root, so ``gamma > 0 = max z`` at every step and every ``d_k >= 1``.
+    """
+    gamma = tf.ones_like(z[..., :1])
+    for _ in range(_SADDLE_NEWTON_STEPS):
+        inv_d = 1.0 / (gamma - z)
+        s1 = tf.reduce_sum(inv_d, axis=-1, keepdims=True)
+        s2 = tf.reduce_sum(inv_d * inv_d, axis=-1, keepdims=True)
+        gamma = tf.maximum(gamma - (1.0 / s1 - 1.0) * (s1 * s1) / s2, gamma)
+    return gamma - z
+
+
+def _log_acceptance_rate(logits: tf.Tensor) -> tf.Tensor:
+    """Exact log acceptance probability of one proposal of `_sample_cc`.
+
+    With ``d`` from `_proposal_rates` and shifted logits (``u = sum d_k x_k``)::
+
+        P(accept) = (K-1)! prod_k d_k e^K K^-K exp(A(z) - gamma).
+
+    Computed in float64: the terms are large (~K log K) and nearly cancel.
+    """
+    z, _ = _shift_logits(tf.cast(logits, tf.float64))
+    num_classes = tf.cast(tf.shape(z)[-1], tf.float64)
+    d = _proposal_rates(z)
+    gamma = d[..., 0] + z[..., 0]
+    return (
+        tf.math.lgamma(num_classes)
+        + tf.reduce_sum(tf.math.log(d), axis=-1)
+        + num_classes * (1.0 - tf.math.log(num_classes))
+        + cc_ops.cc_log_partition(z)
+        - gamma
+    )
+
+
+def _sample_cc(n, logits: tf.Tensor, seed) -> tf.Tensor:
+    """Exact rejection sampler for CC(logits); returns shape ``[n, B..., K]``.
+
+    Let ``d_k = gamma - z_k > 0`` (shifted logits ``z``, max 0) and
+    ``E_k ~ Exp(d_k)`` independent, ``x = E / sum(E)``. The joint density of
+    ``(s, x) = (sum E, E / sum E)`` is ``prod(d) s^(K-1) exp(-s u)`` with
+    ``u = sum_k d_k x_k = gamma - z·x``, so the proposal density of ``x`` on the
+    simplex is ``q(x) = (K-1)! prod(d) / u^K``. The target is
+    ``p(x) ∝ exp(z·x) = exp(gamma - u)``, so ``p/q ∝ e^-u u^K``, whose maximum
+    over ``u > 0`` is at ``u = K``. Accepting with probability
+    ``exp(K (log(u/K) - u/K + 1))`` therefore gives exact CC samples for *any*
+    ``gamma > max z``; choosing ``gamma`` at the saddle point makes the
+    acceptance rate 1 for equal logits, ~e/4 for K=2 with a large gap, and
+    ``~1/sqrt(K * sum_k d_k^-2)`` (between 1/sqrt(K) and 1) in general
+    (`ContinuousCategorical.sampler_acceptance_rate` gives it exactly).
+
+    Each round of the `tf.while_loop` draws new proposals only for the slots
+    still pending (gathered, then scattered back), so the expected work is
+    ``n / acceptance`` proposals, not ``rounds * n``.
+    """
+    dtype = logits.dtype
+    work = _work_dtype(dtype)
+    # Sampling is not reparameterised: no gradient flows through the samples.
+    logits = tf.stop_gradient(tf.cast(logits, work))
+    z, _ = _shift_logits(logits)
+    finite = tf.reduce_all(tf.math.is_finite(logits), axis=-1)
+    # Rows with a NaN/inf logit get NaN samples; give them harmless logits so
+    # the loop below never waits on them.
+    z = tf.where(finite[..., tf.newaxis], z, tf.zeros_like(z))
+    d = _proposal_rates(z)
+    num_classes = tf.shape(z)[-1]
+    k_float = tf.cast(num_classes, work)
+    out_shape = ps.concat([[n], ps.shape(z)], axis=0)
+    d_flat = tf.reshape(tf.broadcast_to(d, out_shape), [-1, num_classes])
+    finite_flat = tf.reshape(tf.broadcast_to(finite, out_shape[:-1]), [-1])
+    num_slots = tf.shape(d_flat)[0]
+    tiny = np.finfo(work.as_numpy_dtype).tiny
+
+    def cond(i, seed, samples, done):
+        del seed, samples
+        return (i < _MAX_REJECTION_ROUNDS) & ~tf.reduce_all(done)
+
+    def body(i, seed, samples, done):
+        seed, round_seed = samplers.split_seed(seed, salt="cc_round")
+        exp_seed, accept_seed = samplers.split_seed(round_seed, salt="cc_draw")
+        pending = tf.where(~done)[:, 0]
+        d_pending = tf.gather(d_flat, pending)
+        num_pending = tf.shape(pending)[0]
+        # Standard exponentials -log U (U > 0); E_k = that / d_k.
+        std_exp = -tf.math.log(
+            samplers.uniform(
+                tf.shape(d_pending), minval=tiny, maxval=1.0, dtype=work, seed=exp_seed
+            )
+        )
+        e = std_exp / d_pending
+        total = tf.reduce_sum(e, axis=-1, keepdims=True)
+        x = e / total
+        # u = sum d_k x_k = sum(-log U_k) / total: a sum of positive terms.
+        v = tf.reduce_sum(std_exp, axis=-1) / (k_float * tf.squeeze(total, -1)) - 1.0
+        log_ratio = k_float * (tf.math.log1p(v) - v)
+        log_u = tf.math.log(
+            samplers.uniform(
+                [num_pending], minval=tiny, maxval=1.0, dtype=work, seed=accept_seed
+            )
+        )
+        accept = log_u <= log_ratio
+        accepted_idx = tf.boolean_mask(pending, accept)[:, tf.newaxis]
+        samples = tf.tensor_scatter_nd_update(
+            samples, accepted_idx, tf.boolean_mask(x, accept)
+        )
+        done = tf.tensor_scatter_nd_update(
+            done, accepted_idx, tf.ones_like(accepted_idx[:, 0], dtype=tf.bool)
+        )
+        return i + 1, seed, samples, done
+
+    samples0 = tf.fill(tf.stack([num_slots, num_classes]), tf.constant(np.nan, work))
+    _, _, samples, _ = tf.while_loop(
+        cond,
+        body,
+        (tf.constant(0), samplers.sanitize_seed(seed), samples0, ~finite_flat),
+    )
+    return tf.cast(tf.reshape(samples, out_shape), dtype)
+
+
+class ContinuousCategorical(distribution.AutoCompositeTensorDistribution):
+    """The continuous categorical (CC) distribution on the simplex.
+
+    The CC is the exponential family on the probability simplex whose
+    sufficient statistic is the point ``x`` itself (Gordon-Rodriguez et al.,
+    ICML 2020): a continuous relaxation of the categorical that assigns a
+    proper, normalised density to every point of the simplex, including
+    smoothed one-hot targets.
+
+    #### Mathematical details
+
+    For logits ``z`` in ``R^K`` (``K >= 2``) and ``x`` in the simplex
+    ``Δ = {x_k >= 0, sum_k x_k = 1}``, the density with respect to Lebesgue
+    measure on the first ``K-1`` coordinates is
+
+    ```none
+    log p(x; z) = z·x - A(z),
+    A(z)        = log ∫_Δ exp(z·x) dx = log exp[z_1, ..., z_K],
+    ```
+
+    the log of the divided difference of ``exp`` at the logits (computed by
+    `keras_cc.ops.cc_log_partition`). With ``probs`` (``λ``), ``z = log λ``,
+    i.e. ``p(x) ∝ prod_k λ_k^{x_k}``. Only differences of logits matter:
+    ``CC(z + c) = CC(z)``. Moments follow from the exponential family:
+
+    ```none
+    mean       = ∇A(z)            (keras_cc.ops.cc_mean)
+    covariance = ∇²A(z)
+    entropy    = A(z) - z·mean
+    KL(a || b) = A(z_b) - A(z_a) - (z_b - z_a)·mean_a
+    ```
+
+    The mode is the vertex ``e_j`` of the largest logit (the density is
+    ``exp(z·x)``, linear in the exponent). If several logits tie for the
+    maximum, the whole face they span is modal; `mode` returns the vertex of
+    the first of them (``tf.argmax`` order).
+
+    For ``K = 2``, ``CC(logits=[a, b])`` at ``x = (t, 1-t)`` is the continuous
+    Bernoulli with logit ``a - b`` (`tfp.distributions.ContinuousBernoulli`).
+
+    #### Sampling
+
+    Exact rejection sampling from independent exponentials normalised to the
+    simplex (see `_sample_cc`); the acceptance probability per proposal is
+    `sampler_acceptance_rate()`: 1 for equal logits, about 0.68 for ``K = 2``
+    with a large gap, and at least about ``1/sqrt(K)``. Samples are not
+    reparameterised (no gradient flows through them). The sampler uses
+    dynamic shapes inside a `tf.while_loop`, so it runs eagerly and under
+    `tf.function` but not under XLA (`jit_compile=True`).
+
+    #### Examples
+
+    >>> import tensorflow as tf
+    >>> from keras_cc.distributions import ContinuousCategorical
+    >>> dist = ContinuousCategorical(logits=[0.0, 0.0, 0.0])
+    >>> float(dist.log_prob([0.2, 0.3, 0.5]))  # uniform density 2! on Δ^3
+    0.693147...
+    >>> x = dist.sample(4, seed=(1, 2))
+    >>> x.shape
+    TensorShape([4, 3])
+
+    #### References
+
+    E. Gordon-Rodriguez, G. Loaiza-Ganem, G. Pleiss, J. P. Cunningham. The
+    continuous categorical: a novel simplex-valued exponential family.
+    ICML 2020. https://arxiv.org/abs/2002.08563
+    """
+
+    def __init__(
+        self,
+        logits=None,
+        probs=None,
+        validate_args: bool = False,
+        allow_nan_stats: bool = True,
+        name: str = "ContinuousCategorical",
+    ) -> None:
+        """Builds a batch of continuous categorical distributions.
+
+        Args:
+            logits: Floating tensor ``[B..., K]`` (``K >= 2``) of logits; only
+                differences along the last axis matter.
+            probs: Floating tensor ``[B..., K]`` of positive probabilities
+                ``λ`` (logits ``log λ``); entries must be strictly positive.
+                Exactly one of ``logits`` and ``probs`` must be given.
+            validate_args: If ``True``, check parameters (finite logits;
+                probs in ``(0, 1]`` summing to 1) and that arguments of
+                ``log_prob``/``prob`` lie in the simplex, raising
+                ``tf.errors.InvalidArgumentError`` otherwise. If ``False``,
+                points outside the simplex get density 0 (log-density -inf).
+            allow_nan_stats: Passed to the TFP base class.
+            name: Name scope for the ops created by this class.
+
+        Raises:
+            ValueError: if both or neither of ``logits`` and ``probs`` are
+                given, or the class axis is statically smaller than 2.
+        """
+        parameters = dict(locals())
+        if (probs is None) == (logits is None):
+            raise ValueError("Must pass exactly one of `logits` and `probs`.")
+        with tf.name_scope(name) as name:
+            dtype = dtype_util.common_dtype([logits, probs], tf.float32)
+            self._logits = tensor_util.convert_nonref_to_tensor(
+                logits, dtype=dtype, name="logits"
+            )
+            self._probs = tensor_util.convert_nonref_to_tensor(
+                probs, dtype=dtype, name="probs"
+            )
+            param = self._logits if self._probs is None else self._probs
+            if param.shape.rank == 0:
+                raise ValueError(
+                    "`logits`/`probs` must have at least one dimension (the classes)."
+                )
+            num_classes = tf.compat.dimension_value(param.shape[-1])
+            if num_classes is not None and num_classes < 2:
+                raise ValueError(
+                    "The continuous categorical needs at least 2 classes; "
+                    f"received a parameter of shape {param.shape}."
+                )
+            super().__init__(
+                dtype=dtype,
+                reparameterization_type=reparameterization.NOT_REPARAMETERIZED,
+                validate_args=validate_args,
+                allow_nan_stats=allow_nan_stats,
+                parameters=parameters,
+                name=name,
+            )
+
+    @classmethod
+    def _parameter_properties(cls, dtype, num_classes=None):
+        return dict(
+            logits=parameter_properties.ParameterProperties(
+                event_ndims=1,
+                shape_fn=lambda sample_shape: ps.concat(
+                    [sample_shape, [num_classes]], axis=0
+                ),
+            ),
+            probs=parameter_properties.ParameterProperties(
+                event_ndims=1,
+                shape_fn=lambda sample_shape: ps.concat(
+                    [sample_shape, [num_classes]], axis=0
+                ),
+                default_constraining_bijector_fn=(
+                    softmax_centered_bijector.SoftmaxCentered
+                ),
+                is_preferred=False,
+            ),
+        )
+
+    @property
+    def logits(self):
+        """Input argument `logits` (``None`` if built from `probs`)."""
+        return self._logits
+
+    @property
+    def probs(self):
+        """Input argument `probs` (``None`` if built from `logits`)."""
+        return self._probs
+
+    def logits_parameter(self, name: str | None = None) -> tf.Tensor:
+        """Logits from whichever of `logits`/`probs` was given."""
+        with self._name_and_control_scope(name or "logits_parameter"):
+            return self._logits_parameter_no_checks()
+
+    def probs_parameter(self, name: str | None = None) -> tf.Tensor:
+        """Normalised probabilities ``softmax(logits)`` (or the given `probs`)."""
+        with self._name_and_control_scope(name or "probs_parameter"):
+            if self._probs is not None:
+                return tensor_util.identity_as_tensor(self._probs)
+            return tf.math.softmax(self._logits)
+
+    def _logits_parameter_no_checks(self) -> tf.Tensor:
+        if self._probs is not None:
+            return tf.math.log(tf.convert_to_tensor(self._probs))
+        return tensor_util.identity_as_tensor(self._logits)
+
+    def _num_classes(self):
+        param = self._logits if self._probs is None else self._probs
+        static = tf.compat.dimension_value(param.shape[-1])
+        return static if static is not None else tf.shape(param)[-1]
+
+    def _event_shape_tensor(self):
+        return tf.reshape(tf.convert_to_tensor(self._num_classes(), tf.int32), [1])
+
+    def _event_shape(self):
+        param = self._logits if self._probs is None else self._probs
+        return param.shape[-1:]
+
+    # --- the log-normaliser and the density -------------------------------
+
+    def log_normalizer(self, name: str | None = None) -> tf.Tensor:
+        """The log-partition ``A(z) = log ∫_Δ exp(z·x) dx``, shape ``[B...]``.
+
+        Example:
+
+        >>> dist = ContinuousCategorical(logits=[0.0, 0.0, 0.0])
+        >>> float(dist.log_normalizer())  # log(1/2!): the simplex's area
+        -0.693147...
+        """
+        with self._name_and_control_scope(name or "log_normalizer"):
+            return cc_ops.cc_log_partition(self._logits_parameter_no_checks())
+
+    def _log_prob(self, x):
+        z, _ = _shift_logits(self._logits_parameter_no_checks())
+        x = tf.cast(x, self.dtype)
+        # A(z - max z) and z - max z: the common offset cancels exactly, and
+        # keeping it out avoids cancelling digits when sum(x) is 1 only up to
+        # rounding.
+        log_unnormalized = tf.reduce_sum(z * x, axis=-1)
+        log_density = log_unnormalized - cc_ops.cc_log_partition(z)
+        return tf.where(
+            _in_simplex(x),
+            log_density,
+            tf.constant(-np.inf, dtype=log_density.dtype),
+        )
+
+    # --- moments -----------------------------------------------------------
+
+    def _mean(self):
+        return cc_ops.cc_mean(self._logits_parameter_no_checks())
+
+    def _covariance(self):
+        logits = self._logits_parameter_no_checks()
+        num_classes = tf.shape(logits)[-1]
+        # The Hessian of A is the Jacobian of the mean. Autodiff through
+        # cc_mean in float64 matches an mpmath Hessian to ~1e-13 relative
+        # (tests/test_distribution.py); float32 would lose digits on the
+        # variance of a dominant class, which is a difference of O(1) terms.
+        flat = tf.reshape(tf.cast(logits, tf.float64), tf.stack([-1, num_classes]))
+        with tf.GradientTape() as tape:
+            tape.watch(flat)
+            mean = cc_ops.cc_mean(flat)
+        jac = tape.batch_jacobian(mean, flat)
+        cov = 0.5 * (jac + tf.linalg.matrix_transpose(jac))
+        out_shape = ps.concat([ps.shape(logits), [num_classes]], axis=0)
+        return tf.cast(tf.reshape(cov, out_shape), self.dtype)
+
+    def _variance(self):
+        return tf.linalg.diag_part(self._covariance())
+
+    def _entropy(self):
+        z, _ = _shift_logits(self._logits_parameter_no_checks())
+        mean = cc_ops.cc_mean(z)
+        # H = -E[log p] = A(z) - z·mean, shift-invariant since sum(mean) = 1.
+        return cc_ops.cc_log_partition(z) - tf.reduce_sum(z * mean, axis=-1)
+
+    def _mode(self):
+        logits = self._logits_parameter_no_checks()
+        # Ties: tf.argmax picks the first maximal logit (see the class doc).
+        return tf.one_hot(
+            tf.argmax(logits, axis=-1), self._num_classes(), dtype=self.dtype
+        )
+
+    # --- sampling ----------------------------------------------------------
+
+    def _sample_n(self, n, seed=None):
+        return _sample_cc(n, self._logits_parameter_no_checks(), seed)
+
+    def sampler_acceptance_rate(self, name: str | None = None) -> tf.Tensor:
+        """Probability that one proposal of the exact sampler is accepted.
+
+        Exact (computed from ``A(z)`` in float64), shape ``[B...]``. The
+        expected number of proposals per sample is its inverse.
+
+        Example:
+
+        >>> dist = ContinuousCategorical(logits=[0.0, 0.0, 0.0, 0.0])
+        >>> round(float(dist.sampler_acceptance_rate()), 6)  # ties: always
+        1.0
+        """
+        with self._name_and_control_scope(name or "sampler_acceptance_rate"):
+            log_rate = _log_acceptance_rate(self._logits_parameter_no_checks())
+            return tf.cast(tf.exp(log_rate), self.dtype)
+
+    # --- TFP plumbing ------------------------------------------------------
+
+    def _default_event_space_bijector(self):
+        return softmax_centered_bijector.SoftmaxCentered(
+            validate_args=self.validate_args
+        )
+
+    def _parameter_control_dependencies(self, is_init):
+        if not self.validate_args:
+            return []
+        assertions = []
+        if self._probs is not None:
+            if is_init != tensor_util.is_ref(self._probs):
+                probs = tf.convert_to_tensor(self._probs)
+                assertions += [
+                    assert_util.assert_positive(
+                        probs, message="`probs` must be strictly positive."
+                    ),
+                    assert_util.assert_near(
+                        tf.reduce_sum(probs, axis=-1),
+                        tf.ones([], probs.dtype),
+                        rtol=_simplex_tolerance(probs),
+                        message="`probs` must sum to 1.",
+                    ),
+                ]
+        elif is_init != tensor_util.is_ref(self._logits):
+            assertions.append(
+                tf.debugging.assert_all_finite(
+                    tf.convert_to_tensor(self._logits), "`logits` must be finite."
+                )
+            )
+        return assertions
+
+    def _sample_control_dependencies(self, x):
+        if not self.validate_args:
+            return []
+        x = tf.convert_to_tensor(x)
+        return [
+            assert_util.assert_non_negative(
+                x, message="Sample must be in the simplex: a negative entry."
+            ),
+            assert_util.assert_near(
+                tf.reduce_sum(x, axis=-1),
+                tf.ones([], x.dtype),
+                atol=_simplex_tolerance(x),
+                rtol=0.0,
+                message="Sample must be in the simplex: entries must sum to 1.",
+            ),
+        ]
+
+
+def _simplex_tolerance(x: tf.Tensor) -> tf.Tensor:
+    """Allowed ``|sum(x) - 1|``: a few roundings per term of the sum.
+
+    Samples are ``E / sum(E)``, whose sum is 1 only up to ~K roundings.
+    """
+    eps = np.finfo(dtype_util.as_numpy_dtype(x.dtype)).eps
+    num_classes = tf.cast(tf.shape(x)[-1], x.dtype)
+    return 4.0 * eps * tf.maximum(num_classes, 1.0)
+
+
+def _in_simplex(x: tf.Tensor) -> tf.Tensor:
+    """Whether each event of ``x`` lies in the (closed) simplex, up to rounding."""
+    total = tf.reduce_sum(x, axis=-1)
+    return tf.reduce_all(x >= 0.0, axis=-1) & (
+        tf.abs(total - 1.0) <= _simplex_tolerance(x)
+    )
+
+
+@kullback_leibler.RegisterKL(ContinuousCategorical, ContinuousCategorical)
+def _kl_continuous_categorical(a, b, name=None):
+    """KL(a || b) = A(z_b) - A(z_a) - (z_b - z_a)·mean_a, batchwise.
+
+    Exact for exponential families: E_a[log p_a - log p_b] with
+    ``log p = z·x - A(z)``. Logits are shifted by their maxima first (KL is
+    shift-invariant) so no large common offset cancels.
+    """
+    with tf.name_scope(name or "kl_continuous_categorical"):
+        za, _ = _shift_logits(a._logits_parameter_no_checks())
+        zb, _ = _shift_logits(b._logits_parameter_no_checks())
+        mean_a = cc_ops.cc_mean(za)
+        return (
+            cc_ops.cc_log_partition(zb)
+            - cc_ops.cc_log_partition(za)
+            - tf.reduce_sum((zb - za) * mean_a, axis=-1)
+        )
