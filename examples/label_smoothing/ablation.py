@@ -1,0 +1,629 @@
+"""The paper's ablation grid: runs, summary table and plots.
+
+Grid: weight decay x dropout x BatchNorm x loss x seeds. Each run is one call
+of ``examples.label_smoothing.train`` (a subprocess, so a crash or an
+interrupt costs at most that run's current epoch) in
+``OUT/<setting>/<loss>/seed<k>/``. Finished runs are skipped, interrupted ones
+resume from their last checkpoint. Then, from the CSVs on disk:
+
+- ``OUT/summary.md`` and ``OUT/summary.csv``: mean +- std over seeds of the
+  best test accuracy, per setting and loss;
+- ``OUT/accuracy_curves.png``: test accuracy per epoch (mean, +-1 std band);
+- ``OUT/penultimate.png``: penultimate-layer activations of three classes
+  projected onto the plane through their class templates (the final Dense
+  columns), per loss, as in Mueller, Kornblith & Hinton (2019), Fig. 1.
+
+Example (the quick start; a few minutes on 2 CPU cores):
+
+    python -m examples.label_smoothing.ablation --dataset digits \
+        --weight-decay 0 --dropout off --batch-norm off --seeds 0 \
+        --epochs 15 --out runs/quickstart
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from examples.label_smoothing import LOSSES
+from examples.label_smoothing.data import DATASETS
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+LOSS_LABELS: dict[str, str] = {
+    "xe": "XE",
+    "ls": "LS",
+    "cc": "CC-LS",
+    "rls": "RLS",
+    "rcc": "RCC-LS",
+}
+LOSS_COLOURS: dict[str, str] = {
+    "xe": "tab:blue",
+    "ls": "tab:orange",
+    "cc": "tab:green",
+    "rls": "tab:red",
+    "rcc": "tab:purple",
+}
+_ON_OFF = {"on": True, "off": False}
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One regularisation setting of the grid."""
+
+    weight_decay: float
+    dropout: bool
+    batch_norm: bool
+
+    @property
+    def name(self) -> str:
+        return f"wd{self.weight_decay:g}_do{int(self.dropout)}_bn{int(self.batch_norm)}"
+
+    @property
+    def label(self) -> str:
+        return (
+            f"wd {self.weight_decay:g}, dropout {'on' if self.dropout else 'off'}, "
+            f"BN {'on' if self.batch_norm else 'off'}"
+        )
+
+    def flags(self) -> list[str]:
+        return [
+            "--weight-decay",
+            repr(self.weight_decay),
+            "--dropout" if self.dropout else "--no-dropout",
+            "--batch-norm" if self.batch_norm else "--no-batch-norm",
+        ]
+
+
+@dataclass(frozen=True)
+class Run:
+    setting: Setting
+    loss: str
+    seed: int
+
+    def directory(self, out: Path) -> Path:
+        return out / self.setting.name / self.loss / f"seed{self.seed}"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m examples.label_smoothing.ablation",
+        description=(
+            "Run the label-smoothing ablation grid (weight decay x dropout x "
+            "BatchNorm x loss x seeds), skipping finished runs and resuming "
+            "interrupted ones, then write summary.md/.csv and PNG plots to --out."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--out", required=True, help="root directory of the runs")
+    p.add_argument("--dataset", choices=DATASETS, default="digits")
+    p.add_argument("--data-dir", help="cifar10 only: local CIFAR binary directory")
+    p.add_argument(
+        "--preset",
+        choices=("paper",),
+        help="passed to every run ('paper': 500 epochs, alpha 0.1, batch 128); "
+        "explicit --epochs etc. still override it",
+    )
+    p.add_argument("--losses", nargs="+", choices=LOSSES, default=["xe", "ls", "cc"])
+    p.add_argument(
+        "--weight-decay", nargs="+", type=float, default=[0.0, 1e-4], metavar="WD"
+    )
+    p.add_argument("--dropout", nargs="+", choices=("on", "off"), default=["on", "off"])
+    p.add_argument(
+        "--batch-norm", nargs="+", choices=("on", "off"), default=["on", "off"]
+    )
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--epochs", type=int, help="per run (default: train's, or preset)")
+    p.add_argument("--batch-size", type=int, help="per run (default 128)")
+    p.add_argument("--alpha", type=float, help="smoothing mass (default 0.1)")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="runs side by side (each then uses --threads 1 and logs to its "
+        "directory's log.txt); 1 shows Keras' progress output",
+    )
+    p.add_argument("--backend", choices=("tensorflow", "jax"))
+    p.add_argument(
+        "--verbose",
+        type=int,
+        choices=(0, 1, 2),
+        default=2,
+        help="Keras verbosity of each run (2: one line per epoch)",
+    )
+    p.add_argument(
+        "--summary-only", action="store_true", help="do not train; tabulate and plot"
+    )
+    p.add_argument("--no-plots", action="store_true", help="skip the PNGs")
+    p.add_argument(
+        "--picture-classes",
+        nargs=3,
+        type=int,
+        default=[0, 1, 2],
+        metavar="C",
+        help="the three classes of the penultimate-layer picture",
+    )
+    p.add_argument(
+        "--picture-setting",
+        help="setting name for the picture, e.g. wd0_do0_bn0 (default: the "
+        "least regularised setting of the grid)",
+    )
+    p.add_argument(
+        "train_args",
+        nargs=argparse.REMAINDER,
+        help="after '--': extra flags for every run (e.g. -- --digits-size 8)",
+    )
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.train_args and args.train_args[0] == "--":
+        args.train_args = args.train_args[1:]
+    if args.jobs < 1:
+        parser.error(f"--jobs must be >= 1; got {args.jobs}")
+    if args.epochs is not None and args.epochs < 1:
+        parser.error(f"--epochs must be >= 1; got {args.epochs}")
+    if any(wd < 0 for wd in args.weight_decay):
+        parser.error("--weight-decay values must be >= 0")
+    if any(s < 0 for s in args.seeds):
+        parser.error("--seeds must be >= 0")
+    if len(set(args.picture_classes)) != 3 or min(args.picture_classes) < 0:
+        parser.error("--picture-classes needs three distinct class indices")
+    if args.data_dir and args.dataset != "cifar10":
+        parser.error("--data-dir applies to --dataset cifar10 only")
+    settings = grid_settings(args)
+    if args.picture_setting and args.picture_setting not in {s.name for s in settings}:
+        parser.error(
+            f"--picture-setting {args.picture_setting} is not in the grid: "
+            + ", ".join(s.name for s in settings)
+        )
+    return args
+
+
+def grid_settings(args: argparse.Namespace) -> list[Setting]:
+    # dict.fromkeys: drop repeated values but keep the user's order.
+    return [
+        Setting(wd, _ON_OFF[do], _ON_OFF[bn])
+        for wd, do, bn in itertools.product(
+            dict.fromkeys(args.weight_decay),
+            dict.fromkeys(args.dropout),
+            dict.fromkeys(args.batch_norm),
+        )
+    ]
+
+
+def grid_runs(args: argparse.Namespace) -> list[Run]:
+    return [
+        Run(s, loss, seed)
+        for s in grid_settings(args)
+        for loss in dict.fromkeys(args.losses)
+        for seed in dict.fromkeys(args.seeds)
+    ]
+
+
+def _is_finished(run_dir: Path, epochs: int | None) -> bool:
+    state_path = run_dir / "state.json"
+    if not state_path.exists():
+        return False
+    state = json.loads(state_path.read_text())
+    return bool(state.get("finished")) and (epochs is None or state["epoch"] >= epochs)
+
+
+def train_command(args: argparse.Namespace, run: Run, out: Path) -> list[str]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "examples.label_smoothing.train",
+        "--out",
+        str(run.directory(out)),
+        "--dataset",
+        args.dataset,
+        "--loss",
+        run.loss,
+        "--seed",
+        str(run.seed),
+        "--verbose",
+        str(args.verbose),
+        *run.setting.flags(),
+    ]
+    for flag, value in (
+        ("--preset", args.preset),
+        ("--data-dir", args.data_dir),
+        ("--epochs", args.epochs),
+        ("--batch-size", args.batch_size),
+        ("--alpha", args.alpha),
+        ("--backend", args.backend),
+    ):
+        if value is not None:
+            cmd += [flag, str(value)]
+    if args.jobs > 1:
+        cmd += ["--threads", "1"]
+    return cmd + list(args.train_args)
+
+
+def run_grid(args: argparse.Namespace, out: Path) -> list[Run]:
+    """Train every unfinished run; return the runs that failed."""
+    runs = grid_runs(args)
+    todo = [r for r in runs if not _is_finished(r.directory(out), args.epochs)]
+    print(
+        f"{len(runs)} runs in the grid, {len(runs) - len(todo)} already finished, "
+        f"{len(todo)} to train ({args.jobs} at a time).",
+        flush=True,
+    )
+    env = dict(os.environ)
+    # The runs import examples.* from the repository root, wherever we are.
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p
+    )
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    failed: list[Run] = []
+    lock = threading.Lock()
+    counter = itertools.count(1)
+    t_start = time.perf_counter()
+
+    def train_one(run: Run) -> None:
+        run_dir = run.directory(out)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        cmd = train_command(args, run, out)
+        t0 = time.perf_counter()
+        if args.jobs == 1:
+            print(
+                f"\n=== {run.setting.name} / {run.loss} / seed {run.seed}", flush=True
+            )
+            rc = subprocess.call(cmd, env=env, cwd=REPO_ROOT)
+        else:
+            # Side-by-side runs would interleave their progress bars: each
+            # logs to its own file, and we print one line per finished run.
+            with (run_dir / "log.txt").open("a") as log:
+                rc = subprocess.call(
+                    cmd, env=env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT
+                )
+        with lock:
+            i = next(counter)
+            best = best_accuracy(run_dir / "metrics.csv")
+            status = "ok" if rc == 0 else f"FAILED (exit {rc}; see {run_dir}/log.txt)"
+            if rc != 0:
+                failed.append(run)
+            elapsed = time.perf_counter() - t_start
+            print(
+                f"[{i}/{len(todo)}] {run.setting.name} {run.loss} seed{run.seed}: "
+                f"{status}, best test acc {best:.4f}, {time.perf_counter() - t0:.0f} s "
+                f"(total {elapsed / 60:.1f} min)",
+                flush=True,
+            )
+
+    if args.jobs == 1:
+        for run in todo:
+            train_one(run)
+    else:
+        with ThreadPoolExecutor(args.jobs) as pool:
+            list(pool.map(train_one, todo))
+    return failed
+
+
+def read_metrics(path: Path) -> list[dict[str, float]]:
+    if not path.exists():
+        return []
+    with path.open(newline="") as f:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def best_accuracy(path: Path) -> float:
+    rows = read_metrics(path)
+    return max((r["test_accuracy"] for r in rows), default=float("nan"))
+
+
+@dataclass
+class Cell:
+    """Best test accuracies of one (setting, loss) over its finished seeds."""
+
+    setting: Setting
+    loss: str
+    best: list[float]
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.best) if self.best else float("nan")
+
+    @property
+    def std(self) -> float:
+        # Sample std (ddof=1) over seeds; 0 with a single seed.
+        return statistics.stdev(self.best) if len(self.best) > 1 else 0.0
+
+
+def collect(args: argparse.Namespace, out: Path) -> list[Cell]:
+    cells = []
+    for setting in grid_settings(args):
+        for loss in dict.fromkeys(args.losses):
+            best = []
+            for seed in dict.fromkeys(args.seeds):
+                run_dir = Run(setting, loss, seed).directory(out)
+                # Only finished runs count: a half-trained seed would bias
+                # the mean down.
+                if _is_finished(run_dir, args.epochs):
+                    best.append(best_accuracy(run_dir / "metrics.csv"))
+            cells.append(Cell(setting, loss, best))
+    return cells
+
+
+def summary_markdown(cells: list[Cell], losses: list[str]) -> str:
+    """Settings as rows, losses as columns; best test accuracy in %."""
+    losses = list(dict.fromkeys(losses))
+    header = "| setting | " + " | ".join(LOSS_LABELS[x] for x in losses) + " |"
+    lines = [header, "|" + "---|" * (len(losses) + 1)]
+    by_setting: dict[Setting, dict[str, Cell]] = {}
+    for cell in cells:
+        by_setting.setdefault(cell.setting, {})[cell.loss] = cell
+    for setting, row in by_setting.items():
+        means = {x: row[x].mean for x in losses if row[x].best}
+        top = max(means.values(), default=None)
+        entries = []
+        for x in losses:
+            c = row[x]
+            if not c.best:
+                entries.append("–")
+                continue
+            text = f"{100 * c.mean:.2f} ± {100 * c.std:.2f} (n={len(c.best)})"
+            # Bold the best mean of the row, as a reading aid.
+            entries.append(f"**{text}**" if c.mean == top else text)
+        lines.append(f"| {setting.label} | " + " | ".join(entries) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_summary(cells: list[Cell], losses: list[str], out: Path) -> str:
+    table = summary_markdown(cells, losses)
+    (out / "summary.md").write_text(
+        "Best test accuracy (%) over epochs: mean ± sample std over seeds "
+        "(n = finished seeds).\n\n" + table
+    )
+    with (out / "summary.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(
+            [
+                "setting",
+                "weight_decay",
+                "dropout",
+                "batch_norm",
+                "loss",
+                "n",
+                "mean_best_test_accuracy",
+                "std_best_test_accuracy",
+                "best_test_accuracy_per_seed",
+            ]
+        )
+        for c in cells:
+            writer.writerow(
+                [
+                    c.setting.name,
+                    c.setting.weight_decay,
+                    int(c.setting.dropout),
+                    int(c.setting.batch_norm),
+                    c.loss,
+                    len(c.best),
+                    f"{c.mean:.6f}",
+                    f"{c.std:.6f}",
+                    " ".join(f"{b:.6f}" for b in c.best),
+                ]
+            )
+    return table
+
+
+def plot_curves(args: argparse.Namespace, out: Path) -> Path:
+    """Test accuracy vs epoch; one panel per setting, mean and +-1 std band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    settings = grid_settings(args)
+    ncols = min(4, len(settings))
+    nrows = -(-len(settings) // ncols)
+    fig, axes = plt.subplots(
+        nrows,
+        ncols,
+        figsize=(4.2 * ncols, 3.4 * nrows),
+        squeeze=False,
+        sharex=True,
+        sharey=True,
+    )
+    lows = []
+    for ax, setting in zip(axes.flat, settings, strict=False):
+        for loss in dict.fromkeys(args.losses):
+            curves = [
+                [
+                    r["test_accuracy"]
+                    for r in read_metrics(
+                        Run(setting, loss, s).directory(out) / "metrics.csv"
+                    )
+                ]
+                for s in dict.fromkeys(args.seeds)
+            ]
+            curves = [c for c in curves if c]
+            if not curves:
+                continue
+            length = min(len(c) for c in curves)
+            acc = 100 * np.array([c[:length] for c in curves])
+            mean, std = acc.mean(0), acc.std(0)
+            epochs = np.arange(1, length + 1)
+            ax.plot(
+                epochs, mean, color=LOSS_COLOURS[loss], label=LOSS_LABELS[loss], lw=1.5
+            )
+            ax.fill_between(
+                epochs, mean - std, mean + std, color=LOSS_COLOURS[loss], alpha=0.2
+            )
+            # Ignore the first fifth of training when choosing the y range,
+            # so the (interesting) end of the curves is not squashed.
+            lows.append(np.min(mean[length // 5 :]))
+        ax.set_title(setting.label, fontsize=10)
+        ax.grid(alpha=0.3)
+    for ax in axes.flat[len(settings) :]:
+        ax.set_visible(False)
+    if lows:
+        top = 100.5
+        axes[0, 0].set_ylim(max(0.0, min(lows) - 2), top)
+    for ax in axes[-1]:
+        ax.set_xlabel("epoch")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("test accuracy (%)")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=len(labels), frameon=False)
+    fig.suptitle(
+        f"{args.dataset}: test accuracy (mean ± 1 std over seeds)", y=1.0, fontsize=12
+    )
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    path = out / "accuracy_curves.png"
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def plot_penultimate(args: argparse.Namespace, out: Path) -> Path | None:
+    """Penultimate activations of three classes on their templates' plane.
+
+    For each loss (one seed, one setting) the final Dense kernel's columns
+    w_a, w_b, w_c are the class templates; an orthonormal basis of the plane
+    through them (Gram-Schmidt on w_b - w_a, w_c - w_a) gives 2-D coordinates
+    for every example's penultimate activation h: (u1 . (h - w_a),
+    u2 . (h - w_a)). Tight, well separated clusters are what label smoothing
+    is known to produce (Mueller et al., 2019).
+    """
+    if args.backend:
+        os.environ["KERAS_BACKEND"] = args.backend
+    import keras
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from examples.label_smoothing import data as data_lib
+    from examples.label_smoothing import model as model_lib
+
+    settings = grid_settings(args)
+    setting = next(
+        (s for s in settings if s.name == args.picture_setting),
+        min(settings, key=lambda s: (s.batch_norm, s.dropout, s.weight_decay)),
+    )
+    seed = args.seeds[0]
+    losses = [
+        x
+        for x in dict.fromkeys(args.losses)
+        if _is_finished(Run(setting, x, seed).directory(out), args.epochs)
+    ]
+    if not losses:
+        print(f"penultimate picture: no finished runs for {setting.name} seed {seed}.")
+        return None
+    config = json.loads(
+        (Run(setting, losses[0], seed).directory(out) / "config.json").read_text()
+    )
+    data = data_lib.standardise(
+        data_lib.load_data(
+            config["dataset"], config.get("data_dir"), config["digits_size"]
+        )
+    )
+    classes = list(args.picture_classes)
+    if max(classes) >= data.num_classes:
+        raise SystemExit(f"error: --picture-classes must be < {data.num_classes}.")
+    colours = ["tab:blue", "tab:orange", "tab:green"]
+    fig, axes = plt.subplots(
+        2, len(losses), figsize=(3.6 * len(losses), 7.0), squeeze=False
+    )
+    rng = np.random.default_rng(0)
+    for col, loss in enumerate(losses):
+        run_dir = Run(setting, loss, seed).directory(out)
+        state = json.loads((run_dir / "state.json").read_text())
+        model = model_lib.build_cnn(
+            data.input_shape,
+            data.num_classes,
+            batch_norm=setting.batch_norm,
+            dropout=setting.dropout,
+            weight_decay=setting.weight_decay,
+        )
+        # Compile and build the optimizer so the checkpoint (which also holds
+        # the optimizer state) loads without mismatch warnings.
+        model.compile(optimizer=model_lib.make_optimizer(), loss="mse")
+        model.optimizer.build(model.trainable_variables)
+        model.load_weights(run_dir / f"ckpt-{state['epoch']}.weights.h5")
+        features = model_lib.penultimate_model(model)
+        kernel = keras.ops.convert_to_numpy(model.get_layer("logits").kernel)
+        templates = kernel[:, classes].T.astype(np.float64)  # (3, D)
+        u1 = templates[1] - templates[0]
+        u1 /= np.linalg.norm(u1)
+        u2 = templates[2] - templates[0]
+        u2 -= (u2 @ u1) * u1
+        u2 /= np.linalg.norm(u2)
+        basis = np.stack([u1, u2], axis=1)  # (D, 2)
+        for row, (split, x, y) in enumerate(
+            (("train", data.x_train, data.y_train), ("test", data.x_test, data.y_test))
+        ):
+            ax = axes[row, col]
+            for colour, k in zip(colours, classes, strict=True):
+                xs = x[y == k]
+                if len(xs) > 300:  # keep the scatter readable
+                    xs = xs[rng.choice(len(xs), 300, replace=False)]
+                h = features.predict(xs, verbose=0).astype(np.float64)
+                xy = (h - templates[0]) @ basis
+                ax.scatter(
+                    xy[:, 0], xy[:, 1], s=6, alpha=0.6, color=colour, label=f"class {k}"
+                )
+            ax.set_title(f"{LOSS_LABELS[loss]} ({split})", fontsize=10)
+            ax.set_xticks([])
+            ax.set_yticks([])
+    axes[0, 0].legend(loc="best", fontsize=8, markerscale=2)
+    fig.suptitle(
+        f"Penultimate layer, classes {classes}, projected onto the plane of their "
+        f"templates\n{args.dataset}, {setting.label}, seed {seed}",
+        fontsize=11,
+    )
+    fig.tight_layout()
+    path = out / "penultimate.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    failed: list[Run] = []
+    if not args.summary_only:
+        failed = run_grid(args, out)
+    cells = collect(args, out)
+    table = write_summary(cells, args.losses, out)
+    print(f"\nBest test accuracy (%), mean ± std over seeds ({args.dataset}):\n")
+    print(table)
+    print(f"written: {out / 'summary.md'}, {out / 'summary.csv'}")
+    if not args.no_plots:
+        print(f"written: {plot_curves(args, out)}")
+        picture = plot_penultimate(args, out)
+        if picture:
+            print(f"written: {picture}")
+    if failed:
+        print(
+            f"{len(failed)} run(s) failed: "
+            + ", ".join(f"{r.setting.name}/{r.loss}/seed{r.seed}" for r in failed),
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

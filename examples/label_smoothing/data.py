@@ -1,0 +1,258 @@
+"""Datasets and targets for the label-smoothing study.
+
+Everything here is NumPy (plus tf.data for the input pipeline), so it works
+the same under every Keras backend.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+DATASETS: tuple[str, ...] = ("cifar10", "digits")
+
+# One CIFAR binary record: 1 label byte, then a 32x32 image as 1024 red, 1024
+# green and 1024 blue bytes, rows in order (https://www.cs.toronto.edu/~kriz/cifar.html).
+_CIFAR_RECORD = 1 + 3 * 32 * 32
+
+
+@dataclass
+class Data:
+    """A train/test split; images float32 NHWC, labels int64 in [0, K)."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+    name: str
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(self.x_train.shape[1:])  # type: ignore[return-value]
+
+
+def read_cifar_binary_file(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """Parse one CIFAR-10 binary batch file into (images uint8 NHWC, labels).
+
+    Plain byte parsing with NumPy: the binary distribution needs no unpickling,
+    so reading a downloaded directory executes nothing from it.
+    """
+    raw = np.fromfile(path, dtype=np.uint8)
+    if raw.size == 0 or raw.size % _CIFAR_RECORD:
+        raise ValueError(
+            f"{path}: size {raw.size} bytes is not a positive multiple of the "
+            f"CIFAR-10 record size {_CIFAR_RECORD} (1 label + 3072 pixel bytes); "
+            "is this the binary version (cifar-10-binary.tar.gz)?"
+        )
+    records = raw.reshape(-1, _CIFAR_RECORD)
+    labels = records[:, 0].astype(np.int64)
+    if labels.max() > 9:
+        raise ValueError(f"{path}: label {labels.max()} out of range for CIFAR-10.")
+    # Stored channel-major (3, 32, 32); Keras wants channels last.
+    images = records[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    return np.ascontiguousarray(images), labels
+
+
+def load_cifar_binary_dir(directory: str | os.PathLike) -> Data:
+    """CIFAR-10 from a local directory in the binary format.
+
+    Expects ``data_batch_1.bin`` ... ``data_batch_5.bin`` (any number >= 1)
+    and ``test_batch.bin``, e.g. the ``cifar-10-batches-bin`` folder of the
+    official archive.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"CIFAR directory {directory} does not exist.")
+    train_files = sorted(
+        directory.glob("data_batch_*.bin"),
+        key=lambda p: int(p.stem.rsplit("_", 1)[-1]) if p.stem[-1].isdigit() else 0,
+    )
+    test_file = directory / "test_batch.bin"
+    if not train_files or not test_file.is_file():
+        raise FileNotFoundError(
+            f"{directory} must hold data_batch_*.bin and test_batch.bin "
+            "(the CIFAR-10 binary version)."
+        )
+    parts = [read_cifar_binary_file(p) for p in train_files]
+    x_train = np.concatenate([p[0] for p in parts])
+    y_train = np.concatenate([p[1] for p in parts])
+    x_test, y_test = read_cifar_binary_file(test_file)
+    return Data(x_train, y_train, x_test, y_test, 10, "cifar10")
+
+
+def load_cifar10_keras() -> Data:
+    """CIFAR-10 through ``keras.datasets.cifar10`` (downloads on first use)."""
+    import keras
+
+    (x_train, y_train), (x_test, y_test) = keras.datasets.cifar10.load_data()
+    return Data(
+        x_train,
+        y_train.reshape(-1).astype(np.int64),
+        x_test,
+        y_test.reshape(-1).astype(np.int64),
+        10,
+        "cifar10",
+    )
+
+
+def load_digits(
+    size: int = 16, test_fraction: float = 0.2, split_seed: int = 0
+) -> Data:
+    """scikit-learn's 8x8 digits, bilinearly upsampled to ``size`` x ``size``.
+
+    The paper's CNN halves the resolution three times, so 8x8 would leave 1x1
+    maps; 16x16 keeps the architecture meaningful (2x2x128 penultimate
+    features) at a quarter of CIFAR's compute. The split is stratified and
+    fixed by ``split_seed`` so that every run of an ablation sees the same test
+    set, whatever its training seed.
+    """
+    from sklearn.datasets import load_digits as sk_load_digits
+    from sklearn.model_selection import train_test_split
+
+    if size < 8:
+        raise ValueError(f"--digits-size must be >= 8; got {size}.")
+    bunch = sk_load_digits()
+    images = bunch.images.astype(np.float32)  # (N, 8, 8), values 0..16
+    if size != 8:
+        images = _bilinear_resize(images, size)
+    images = images[..., None]
+    labels = bunch.target.astype(np.int64)
+    x_train, x_test, y_train, y_test = train_test_split(
+        images,
+        labels,
+        test_size=test_fraction,
+        random_state=split_seed,
+        stratify=labels,
+    )
+    return Data(x_train, y_train, x_test, y_test, 10, "digits")
+
+
+def _bilinear_resize(images: np.ndarray, size: int) -> np.ndarray:
+    """Bilinear resize of (N, h, w) images, align-corners=False like TF/PIL."""
+    n, h, w = images.shape
+
+    def coords(n_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        pos = (np.arange(size) + 0.5) * n_in / size - 0.5
+        pos = np.clip(pos, 0, n_in - 1)
+        lo = np.floor(pos).astype(int)
+        hi = np.minimum(lo + 1, n_in - 1)
+        return lo, hi, (pos - lo).astype(np.float32)
+
+    r0, r1, fr = coords(h)
+    c0, c1, fc = coords(w)
+    rows = (
+        images[:, r0, :] * (1 - fr)[None, :, None]
+        + images[:, r1, :] * fr[None, :, None]
+    )
+    return rows[:, :, c0] * (1 - fc) + rows[:, :, c1] * fc
+
+
+def load_data(name: str, data_dir: str | None = None, digits_size: int = 16) -> Data:
+    """Dispatch on the dataset name; ``data_dir`` picks the CIFAR binary loader."""
+    if name == "cifar10":
+        return load_cifar_binary_dir(data_dir) if data_dir else load_cifar10_keras()
+    if name == "digits":
+        if data_dir:
+            raise ValueError("--data-dir applies to cifar10 only.")
+        return load_digits(size=digits_size)
+    raise ValueError(f"Unknown dataset {name!r}; choose from {', '.join(DATASETS)}.")
+
+
+def standardise(data: Data) -> Data:
+    """Scale by the training set's global mean and std (one scalar each).
+
+    Global, not per-channel, as in the paper; the test set uses the training
+    statistics so nothing about it leaks into the inputs.
+    """
+    x_train = data.x_train.astype(np.float32)
+    mean = float(x_train.mean())
+    std = float(x_train.std())
+    if not std > 0:
+        raise ValueError("Training images are constant; cannot standardise.")
+    x_test = data.x_test.astype(np.float32)
+    return Data(
+        (x_train - mean) / std,
+        data.y_train,
+        (x_test - mean) / std,
+        data.y_test,
+        data.num_classes,
+        data.name,
+    )
+
+
+def smoothed_targets(labels: np.ndarray, num_classes: int, alpha: float) -> np.ndarray:
+    """y_LS = (1 - alpha) * onehot + alpha / K, float32."""
+    onehot = np.eye(num_classes, dtype=np.float32)[labels]
+    return (1.0 - alpha) * onehot + alpha / num_classes
+
+
+def make_datasets(
+    data: Data,
+    loss: str,
+    alpha: float,
+    batch_size: int,
+    seed: int,
+    augment: dict[str, float | bool],
+):
+    """tf.data pipelines: (train, test), targets already transformed per loss.
+
+    Targets are built in the input pipeline rather than inside the loss, so
+    the loss objects stay plain Keras/keras_cc losses and the random draws of
+    RLS/RCC need no random state inside the (backend-specific) train step:
+    - xe: one-hot for train and test;
+    - ls, cc: y_LS for train and test;
+    - rls, rcc: train targets (1 - alpha) * onehot + alpha * u, u ~ Dirichlet(1)
+      drawn fresh for every example of every batch; the test loss is measured
+      on y_LS, the expected value of those targets.
+    Augmentation uses Keras preprocessing layers inside tf.data (they run on
+    TensorFlow there whatever the Keras backend) on the training batches only.
+    """
+    import keras
+    import tensorflow as tf
+
+    k = data.num_classes
+    if loss == "xe":
+        y_train = np.eye(k, dtype=np.float32)[data.y_train]
+        y_test = np.eye(k, dtype=np.float32)[data.y_test]
+    else:
+        y_train = smoothed_targets(data.y_train, k, alpha)
+        y_test = smoothed_targets(data.y_test, k, alpha)
+    if loss in ("rls", "rcc"):
+        # Start from one-hot; the map below adds the random smoothing mass.
+        y_train = np.eye(k, dtype=np.float32)[data.y_train]
+
+    layers = []
+    if augment.get("rotation", 0.0):
+        # RandomRotation takes a fraction of a full turn.
+        layers.append(
+            keras.layers.RandomRotation(augment["rotation"] / 360.0, seed=seed)
+        )
+    shift = float(augment.get("shift", 0.0))
+    if shift:
+        layers.append(keras.layers.RandomTranslation(shift, shift, seed=seed + 1))
+    if augment.get("flip", False):
+        layers.append(keras.layers.RandomFlip("horizontal", seed=seed + 2))
+
+    def transform(x, y):
+        for layer in layers:
+            x = layer(x, training=True)
+        if loss in ("rls", "rcc"):
+            # Dirichlet(1) = normalised i.i.d. Exponential(1) draws.
+            e = -tf.math.log(tf.random.uniform(tf.shape(y), minval=1e-12, maxval=1.0))
+            u = e / tf.reduce_sum(e, axis=-1, keepdims=True)
+            y = (1.0 - alpha) * y + alpha * u
+        return x, y
+
+    train = tf.data.Dataset.from_tensor_slices((data.x_train, y_train))
+    train = train.shuffle(len(data.x_train), seed=seed, reshuffle_each_iteration=True)
+    train = train.batch(batch_size)
+    if layers or loss in ("rls", "rcc"):
+        train = train.map(transform, num_parallel_calls=tf.data.AUTOTUNE)
+    train = train.prefetch(tf.data.AUTOTUNE)
+    test = tf.data.Dataset.from_tensor_slices((data.x_test, y_test))
+    test = test.batch(max(batch_size, 256)).prefetch(tf.data.AUTOTUNE)
+    return train, test

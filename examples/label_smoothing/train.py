@@ -1,0 +1,526 @@
+"""Train the paper's CNN once with one loss; resumable, one CSV per run.
+
+Usage (from the repository root):
+
+    python -m examples.label_smoothing.train --dataset digits --loss cc \
+        --epochs 30 --out runs/demo/cc
+
+    python -m examples.label_smoothing.train --preset paper --loss cc \
+        --no-batch-norm --no-dropout --weight-decay 0 --seed 0 --out runs/cifar/cc_s0
+
+The run directory holds ``config.json``, ``metrics.csv`` (one row per epoch,
+flushed as soon as the epoch ends), the checkpoint
+(``ckpt-<epoch>.weights.h5``: weights and optimizer state, named by
+``state.json``) and, when complete, ``"finished": true`` in ``state.json``.
+Running the same command again resumes from the last finished epoch, or does
+nothing if the run is complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+# Runnable as a script too (python examples/label_smoothing/train.py).
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from examples.label_smoothing import LOSSES
+from examples.label_smoothing.data import DATASETS
+
+CSV_FIELDS: tuple[str, ...] = (
+    "epoch",
+    "loss",
+    "accuracy",
+    "test_loss",
+    "test_nll",
+    "test_accuracy",
+    "skipped_steps",
+    "seconds",
+)
+# Options whose change would make a resumed run a different experiment.
+_RUN_IDENTITY: tuple[str, ...] = (
+    "dataset",
+    "data_dir",
+    "digits_size",
+    "loss",
+    "alpha",
+    "weight_decay",
+    "dropout",
+    "batch_norm",
+    "batch_size",
+    "lr",
+    "seed",
+    "rotation",
+    "shift",
+    "flip",
+    "limit_train",
+    "limit_test",
+)
+PRESETS: dict[str, dict[str, Any]] = {
+    # The paper's CIFAR-10 protocol (PAPER.md, case 1).
+    "paper": {
+        "dataset": "cifar10",
+        "epochs": 500,
+        "alpha": 0.1,
+        "batch_size": 128,
+        "lr": 1e-3,
+    },
+}
+DEFAULTS: dict[str, Any] = {
+    "dataset": "cifar10",
+    "epochs": 30,
+    "alpha": 0.1,
+    "batch_size": 128,
+    "lr": 1e-3,
+}
+# Paper augmentation; horizontal flips are off for digits, where a mirrored
+# digit is a different (or no) digit.
+AUGMENT_DEFAULTS: dict[str, dict[str, Any]] = {
+    "cifar10": {"rotation": 15.0, "shift": 0.1, "flip": True},
+    "digits": {"rotation": 15.0, "shift": 0.1, "flip": False},
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m examples.label_smoothing.train",
+        description=(
+            "Train the CNN of Gordon-Rodriguez et al. (2020, case 1) with one "
+            "loss. Losses: xe = cross-entropy on one-hot labels; ls = "
+            "cross-entropy on y_LS = (1-alpha)*onehot + alpha/K; cc = keras_cc "
+            "continuous-categorical NLL of y_LS; rls/rcc = the same with "
+            "y = (1-alpha)*onehot + alpha*u, u ~ Dirichlet(1) drawn per example "
+            "and batch. Steps with a non-finite gradient are skipped."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--out", required=True, help="run directory (created; resumed)")
+    p.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        help="'paper': cifar10, 500 epochs, alpha 0.1, batch 128, Adam 1e-3; "
+        "explicit flags still override it",
+    )
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", choices=DATASETS, help=f"default {DEFAULTS['dataset']}")
+    g.add_argument(
+        "--data-dir",
+        help="cifar10 only: local directory in the CIFAR-10 binary format "
+        "(data_batch_*.bin, test_batch.bin); default: keras.datasets download",
+    )
+    g.add_argument(
+        "--digits-size",
+        type=int,
+        default=16,
+        help="digits only: bilinear upsampling of the 8x8 images to this size",
+    )
+    g.add_argument("--limit-train", type=int, help="use the first N training images")
+    g.add_argument("--limit-test", type=int, help="use the first N test images")
+    g = p.add_argument_group("loss and targets")
+    g.add_argument("--loss", required=True, choices=LOSSES)
+    g.add_argument(
+        "--alpha",
+        type=float,
+        help=f"smoothing mass (ignored by xe); default {DEFAULTS['alpha']}",
+    )
+    g = p.add_argument_group("regularisation (the ablation axes)")
+    g.add_argument(
+        "--weight-decay",
+        type=float,
+        default=0.0,
+        help="L2 coefficient on the final Dense kernel (paper: 0 or 1e-4)",
+    )
+    g.add_argument(
+        "--dropout",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="dropout 0.2/0.3/0.4 after the three blocks",
+    )
+    g.add_argument(
+        "--batch-norm",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="BatchNorm after every ELU",
+    )
+    g = p.add_argument_group("augmentation (defaults: paper's; no flip on digits)")
+    g.add_argument("--rotation", type=float, help="max rotation in degrees")
+    g.add_argument("--shift", type=float, help="max width/height shift (fraction)")
+    g.add_argument(
+        "--flip", action=argparse.BooleanOptionalAction, help="horizontal flips"
+    )
+    g.add_argument("--no-augment", action="store_true", help="no augmentation at all")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--epochs", type=int, help=f"default {DEFAULTS['epochs']}")
+    g.add_argument(
+        "--batch-size", type=int, help=f"global batch; default {DEFAULTS['batch_size']}"
+    )
+    g.add_argument(
+        "--lr", type=float, help=f"Adam learning rate; default {DEFAULTS['lr']}"
+    )
+    g.add_argument(
+        "--seed", type=int, default=0, help="weights, shuffling, augmentation"
+    )
+    g = p.add_argument_group("execution")
+    g.add_argument(
+        "--backend",
+        choices=("tensorflow", "jax"),
+        help="Keras backend (sets KERAS_BACKEND); default: the configured one",
+    )
+    g.add_argument(
+        "--distribute",
+        action="store_true",
+        help="data parallel over all local devices: tf.distribute."
+        "MirroredStrategy on TensorFlow, keras.distribution.DataParallel on JAX",
+    )
+    g.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="TensorFlow intra-op threads (0: all cores); 1 when running "
+        "several runs side by side",
+    )
+    g.add_argument(
+        "--verbose",
+        type=int,
+        choices=(0, 1, 2),
+        default=1,
+        help="Keras fit verbosity: 1 progress bar, 2 one line per epoch",
+    )
+    g.add_argument(
+        "--stop-after",
+        type=int,
+        help="stop this invocation after N more epochs (simulates an "
+        "interruption; the next invocation resumes)",
+    )
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    preset = PRESETS.get(args.preset or "", {})
+    for key, default in DEFAULTS.items():
+        if getattr(args, key) is None:
+            setattr(args, key, preset.get(key, default))
+    aug = AUGMENT_DEFAULTS[args.dataset]
+    for key in ("rotation", "shift", "flip"):
+        if args.no_augment:
+            setattr(args, key, False if key == "flip" else 0.0)
+        elif getattr(args, key) is None:
+            setattr(args, key, aug[key])
+    checks = [
+        (args.epochs >= 1, f"--epochs must be >= 1; got {args.epochs}"),
+        (args.batch_size >= 1, f"--batch-size must be >= 1; got {args.batch_size}"),
+        (0.0 <= args.alpha < 1.0, f"--alpha must be in [0, 1); got {args.alpha}"),
+        (
+            args.weight_decay >= 0,
+            f"--weight-decay must be >= 0; got {args.weight_decay}",
+        ),
+        (args.lr > 0, f"--lr must be > 0; got {args.lr}"),
+        (args.seed >= 0, f"--seed must be >= 0; got {args.seed}"),
+        (
+            0 <= args.rotation <= 180,
+            f"--rotation must be in [0, 180]; got {args.rotation}",
+        ),
+        (0 <= args.shift < 1, f"--shift must be in [0, 1); got {args.shift}"),
+        (args.threads >= 0, f"--threads must be >= 0; got {args.threads}"),
+        (
+            args.stop_after is None or args.stop_after >= 1,
+            f"--stop-after must be >= 1; got {args.stop_after}",
+        ),
+        (
+            args.limit_train is None or args.limit_train >= 1,
+            "--limit-train must be >= 1",
+        ),
+        (args.limit_test is None or args.limit_test >= 1, "--limit-test must be >= 1"),
+        (
+            args.data_dir is None or args.dataset == "cifar10",
+            "--data-dir applies to --dataset cifar10 only",
+        ),
+        (
+            args.data_dir is None or Path(args.data_dir).is_dir(),
+            f"--data-dir {args.data_dir} is not a directory",
+        ),
+        (args.digits_size >= 8, f"--digits-size must be >= 8; got {args.digits_size}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            parser.error(message)
+    return args
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def run_config(args: argparse.Namespace) -> dict[str, Any]:
+    return {key: getattr(args, key) for key in _RUN_IDENTITY} | {"epochs": args.epochs}
+
+
+def read_state(out: Path) -> dict[str, Any]:
+    path = out / "state.json"
+    return json.loads(path.read_text()) if path.exists() else {"epoch": 0}
+
+
+def _truncate_csv(path: Path, epochs_done: int) -> None:
+    """Keep the header and the rows of checkpointed epochs only.
+
+    A row is written before its checkpoint, so after a crash between the two
+    the CSV may hold one epoch the checkpoint lacks; that epoch is retrained.
+    """
+    if not path.exists():
+        return
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    kept = [r for r in rows if int(r["epoch"]) <= epochs_done]
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+        writer.writeheader()
+        writer.writerows(kept)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.backend:
+        os.environ["KERAS_BACKEND"] = args.backend
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    config = run_config(args)
+    config_path = out / "config.json"
+    if config_path.exists():
+        old = json.loads(config_path.read_text())
+        changed = {k for k in _RUN_IDENTITY if old.get(k) != config.get(k)}
+        if changed:
+            print(
+                f"error: {out} holds a run with different settings "
+                f"({', '.join(sorted(changed))}); use another --out.",
+                file=sys.stderr,
+            )
+            return 2
+    state = read_state(out)
+    if state.get("finished") and state["epoch"] >= args.epochs:
+        print(f"{out}: finished ({state['epoch']} epochs); nothing to do.")
+        return 0
+    _atomic_write_text(config_path, json.dumps(config, indent=2) + "\n")
+    return _train(args, out, int(state["epoch"]))
+
+
+def _train(args: argparse.Namespace, out: Path, start_epoch: int) -> int:
+    import warnings
+
+    import keras
+
+    from examples.label_smoothing import data as data_lib
+    from examples.label_smoothing import model as model_lib
+
+    # Our tf.data pipelines shuffle themselves; Keras' notice is noise here.
+    warnings.filterwarnings("ignore", message=".*shuffle=True.*")
+    backend = keras.backend.backend()
+    if backend == "tensorflow" and args.threads:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    if args.loss in ("cc", "rcc"):
+        try:
+            from keras_cc.losses import ContinuousCategoricalCrossentropy  # noqa: F401
+        except ImportError as err:  # a clear message instead of a traceback
+            print(f"error: the CC loss is unavailable ({err}).", file=sys.stderr)
+            return 2
+
+    keras.utils.set_random_seed(args.seed)
+    data = data_lib.load_data(args.dataset, args.data_dir, args.digits_size)
+    if args.limit_train:
+        data.x_train, data.y_train = (
+            data.x_train[: args.limit_train],
+            data.y_train[: args.limit_train],
+        )
+    if args.limit_test:
+        data.x_test, data.y_test = (
+            data.x_test[: args.limit_test],
+            data.y_test[: args.limit_test],
+        )
+    data = data_lib.standardise(data)
+    augment = {"rotation": args.rotation, "shift": args.shift, "flip": args.flip}
+    train_ds, test_ds = data_lib.make_datasets(
+        data, args.loss, args.alpha, args.batch_size, args.seed, augment
+    )
+
+    scope = _distribution_scope(args, backend)
+    with scope:
+        model = model_lib.build_cnn(
+            data.input_shape,
+            data.num_classes,
+            batch_norm=args.batch_norm,
+            dropout=args.dropout,
+            weight_decay=args.weight_decay,
+        )
+        loss = model_lib.make_loss(args.loss)
+        model.compile(
+            optimizer=model_lib.make_optimizer(args.lr),
+            loss=loss,
+            metrics=[
+                keras.metrics.CategoricalAccuracy(name="accuracy"),
+                # The data term alone: `loss` also holds the L2 penalty.
+                keras.metrics.MeanMetricWrapper(loss.call, name="nll"),
+            ],
+        )
+        if start_epoch:
+            steps_per_epoch = -(-len(data.x_train) // args.batch_size)
+            _restore(model, out, start_epoch, steps_per_epoch)
+            print(f"{out}: resuming after epoch {start_epoch}/{args.epochs}.")
+    _truncate_csv(out / "metrics.csv", start_epoch)
+
+    recorder = _epoch_recorder(out, args.epochs, args.stop_after, start_epoch)
+    model.fit(
+        train_ds,
+        validation_data=test_ds,
+        initial_epoch=start_epoch,
+        epochs=args.epochs,
+        callbacks=[recorder],
+        verbose=args.verbose,
+    )
+    done = read_state(out)
+    if done.get("finished"):
+        print(f"{out}: finished {done['epoch']} epochs.")
+    return 0
+
+
+def _distribution_scope(args: argparse.Namespace, backend: str):
+    """A context in which to build the model: data parallel if --distribute."""
+    import contextlib
+
+    if not args.distribute:
+        return contextlib.nullcontext()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        strategy = tf.distribute.MirroredStrategy()
+        replicas = strategy.num_replicas_in_sync
+        scope = strategy.scope()
+    elif backend == "jax":
+        import keras
+
+        distribution = keras.distribution.DataParallel()
+        replicas = len(distribution.device_mesh.devices.reshape(-1))
+        keras.distribution.set_distribution(distribution)
+        scope = contextlib.nullcontext()
+    else:
+        raise SystemExit(
+            f"error: --distribute supports tensorflow and jax, not {backend}."
+        )
+    if args.batch_size % replicas:
+        raise SystemExit(
+            f"error: --batch-size {args.batch_size} is not divisible by the "
+            f"{replicas} replicas of --distribute."
+        )
+    print(f"data parallel over {replicas} device(s) ({backend}).")
+    return scope
+
+
+def _checkpoint_path(out: Path, epoch: int) -> Path:
+    """Model weights + optimizer variables saved after ``epoch`` epochs."""
+    return out / f"ckpt-{epoch}.weights.h5"
+
+
+def _restore(model, out: Path, epoch: int, steps_per_epoch: int) -> None:
+    """Load the weights and the optimizer state (Adam moments, step counts).
+
+    Keras' ``save_weights`` stores the compiled optimizer's variables with the
+    model's, and ``load_weights`` restores them if the optimizer is built
+    first. The step count is then checked, so a silently fresh optimizer
+    (which would re-run Adam's bias-correction warm-up) cannot pass unnoticed.
+    """
+    import keras
+
+    from examples.label_smoothing import model as model_lib
+
+    model.optimizer.build(model.trainable_variables)
+    model.load_weights(_checkpoint_path(out, epoch))
+    steps = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+    steps += model_lib.skipped_steps(model)
+    if steps != epoch * steps_per_epoch:
+        raise RuntimeError(
+            f"{out}: the checkpoint of epoch {epoch} holds {steps} optimizer "
+            f"steps, expected {epoch * steps_per_epoch}; it does not match "
+            "this run (remove the directory to start over)."
+        )
+
+
+def _epoch_recorder(out: Path, epochs: int, stop_after: int | None, start: int):
+    """Build the callback (a factory, so Keras is imported only after the
+    backend is chosen)."""
+    import keras
+
+    class EpochRecorder(keras.callbacks.Callback):
+        """After each epoch: append the CSV row (flushed), then checkpoint.
+
+        Order matters for resuming: the row first, so no finished epoch's numbers
+        are ever lost; the checkpoint files are written to temporaries and renamed,
+        and ``state.json`` (the epoch count) is renamed last, so a crash at any
+        point leaves a consistent checkpoint of some finished epoch.
+        """
+
+        def __init__(self, out: Path, epochs: int, stop_after: int | None, start: int):
+            super().__init__()
+            self.out = out
+            self.epochs = epochs
+            self.stop_at = start + stop_after if stop_after else None
+            self.csv_path = out / "metrics.csv"
+            self.t0 = time.perf_counter()
+
+        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+            self.t0 = time.perf_counter()
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+
+            from examples.label_smoothing import model as model_lib
+
+            logs = logs or {}
+            done = epoch + 1
+            row = {
+                "epoch": done,
+                "loss": logs.get("loss"),
+                "accuracy": logs.get("accuracy"),
+                "test_loss": logs.get("val_loss"),
+                "test_nll": logs.get("val_nll"),
+                "test_accuracy": logs.get("val_accuracy"),
+                "skipped_steps": model_lib.skipped_steps(self.model),
+                "seconds": round(time.perf_counter() - self.t0, 3),
+            }
+            new_file = not self.csv_path.exists()
+            with self.csv_path.open("a", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+                if new_file:
+                    writer.writeheader()
+                writer.writerow(row)
+                f.flush()
+                os.fsync(f.fileno())
+
+            # An epoch-numbered file, written before state.json names it, so
+            # a crash leaves the previous checkpoint intact and referenced.
+            # save_weights includes the optimizer's variables (Adam state).
+            self.model.save_weights(_checkpoint_path(self.out, done))
+            state = {"epoch": done, "finished": done >= self.epochs}
+            _atomic_write_text(self.out / "state.json", json.dumps(state) + "\n")
+            _checkpoint_path(self.out, done - 1).unlink(missing_ok=True)
+            if self.stop_at is not None and done >= self.stop_at and done < self.epochs:
+                print(f"{self.out}: stopping after epoch {done} (--stop-after).")
+                self.model.stop_training = True
+
+    return EpochRecorder(out, epochs, stop_after, start)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
