@@ -106,7 +106,11 @@ DQN_PRESETS: dict[str, dict[str, Any]] = {
 
 
 def parse_config(
-    cls: type, presets: dict[str, dict[str, Any]], argv: Sequence[str] | None, doc: str
+    cls: type,
+    presets: dict[str, dict[str, Any]],
+    argv: Sequence[str] | None,
+    doc: str,
+    extra_checks: Callable[[Any], list[str]] | None = None,
 ) -> Any:
     """``--preset`` picks defaults; every dataclass field is a ``--flag``."""
     parser = argparse.ArgumentParser(
@@ -116,8 +120,10 @@ def parse_config(
     parser.add_argument("--preset", choices=sorted(presets), default="smoke")
     for field in dataclasses.fields(cls):
         flag = "--" + field.name.replace("_", "-")
-        if field.type in ("list[str]",):
-            parser.add_argument(flag, nargs="+", default=None)
+        if field.type == "list[str]":
+            parser.add_argument(flag, nargs="+", default=None, metavar="str")
+        elif field.type == "bool":
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction)
         else:
             kind = {"int": int, "float": float, "str": str}[str(field.type)]
             parser.add_argument(flag, type=kind, default=None, metavar=kind.__name__)
@@ -128,7 +134,7 @@ def parse_config(
         if given is not None:
             values[field.name] = given
     cfg = cls(**values)
-    problems = validate_config(cfg)
+    problems = validate_config(cfg) + (extra_checks(cfg) if extra_checks else [])
     if problems:
         parser.error("; ".join(problems))
     return cfg
@@ -140,7 +146,7 @@ def validate_config(cfg: Any) -> list[str]:
     for field in dataclasses.fields(cfg):
         value = getattr(cfg, field.name)
         flag = "--" + field.name.replace("_", "-")
-        if isinstance(value, int) and field.name != "seed" and value < 0:
+        if type(value) is int and field.name != "seed" and value < 0:
             problems.append(f"{flag} must be >= 0, got {value}")
         if isinstance(value, float) and not math.isfinite(value):
             problems.append(f"{flag} must be finite, got {value}")

@@ -1,0 +1,376 @@
+"""Actor-Mimic (AMN) and CC-AMN: one student network imitates per-game DQNs.
+
+CleanRL style: the algorithm reads top to bottom in ``train`` below; the
+environment, network, frame replay, evaluation, logging and checkpoints come
+from ``dqn.py`` next to this file.
+
+    # experts first (one dqn.py run directory per game), then the student:
+    python examples/atari/actor_mimic.py --preset paper --games Pong Breakout \\
+        --experts-dir runs/experts --loss cc --run-dir runs/cc_amn_pong_breakout
+    # no experts at hand: freshly initialised ones (plumbing tests only)
+    python examples/atari/actor_mimic.py --preset smoke --games Pong Boxing \\
+        --fresh-experts --loss xe
+
+Target for a state s of game g: y = softmax(Q_g(s) / T) over g's actions. The
+student's output is the union of the games' action sets, matched by meaning;
+game g's loss gathers g's actions from it, divides by T, and applies either
+cross-entropy (``--loss xe``, AMN) or the continuous-categorical negative
+log-likelihood (``--loss cc``, CC-AMN, ``keras_cc.losses``). Step counts are
+per game, in agent steps (see dqn.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import ale_py
+import keras
+import numpy as np
+from dqn import (
+    FrameReplay,
+    RunLogger,
+    action_meanings,
+    epsilon_greedy,
+    evaluate,
+    linear_epsilon,
+    load_checkpoint,
+    load_q_network,
+    make_env,
+    nature_cnn,
+    parse_config,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from keras import layers, ops
+
+import keras_cc
+
+LOSSES = ("xe", "cc")
+
+
+@dataclasses.dataclass
+class AMNConfig:
+    games: list[str] = dataclasses.field(default_factory=lambda: ["Pong"])
+    loss: str = "xe"  # xe: AMN (cross-entropy); cc: CC-AMN
+    temperature: float = 1.0
+    experts_dir: str = "runs/experts"  # holds <Game>/checkpoint.npz from dqn.py
+    fresh_experts: bool = False  # random experts: for smoke tests only
+    seed: int = 1
+    # PAPER.md gives no student budget; 10M steps per game is our assumption.
+    total_steps: int = 10_000_000
+    num_envs: int = 1
+    buffer_size: int = 100_000  # per game
+    learning_starts: int = 5_000
+    train_every: int = 4  # one update per game per 4 of its agent steps
+    batch_size: int = 32
+    learning_rate: float = 1e-4  # assumption: PAPER.md gives only the experts'
+    adam_epsilon: float = 1.5e-4
+    # ε-greedy on the student's own policy; 1 → 0.1 over 1M steps (assumption).
+    eps_start: float = 1.0
+    eps_mid: float = 0.1
+    eps_mid_step: int = 1_000_000
+    eps_end: float = 0.1
+    eps_end_step: int = 1_000_000
+    max_episode_frames: int = 18_000
+    noop_max: int = 20
+    eval_every: int = 100_000
+    eval_steps: int = 100_000
+    eval_envs: int = 8
+    eval_epsilon: float = 0.05
+    log_every: int = 10_000
+    checkpoint_every: int = 100_000
+    run_dir: str = "runs/amn"
+
+
+AMN_PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {},
+    "smoke": dict(
+        total_steps=192,
+        num_envs=2,
+        buffer_size=256,
+        learning_starts=32,
+        batch_size=8,
+        eps_mid_step=96,
+        eps_end_step=96,
+        max_episode_frames=200,
+        noop_max=5,
+        eval_every=96,
+        eval_steps=128,
+        eval_envs=2,
+        log_every=64,
+        checkpoint_every=96,
+        run_dir="runs/amn_smoke",
+    ),
+}
+
+
+def amn_checks(cfg: AMNConfig) -> list[str]:
+    problems = []
+    if not cfg.games:
+        problems.append("--games needs at least one game")
+    if len(set(cfg.games)) != len(cfg.games):
+        problems.append(f"--games lists a game twice: {cfg.games}")
+    if cfg.loss not in LOSSES:
+        problems.append(f"--loss must be one of {LOSSES}, got {cfg.loss!r}")
+    if not cfg.temperature > 0:
+        problems.append(f"--temperature must be > 0, got {cfg.temperature}")
+    if not cfg.fresh_experts:
+        missing = [
+            g
+            for g in cfg.games
+            if not (Path(cfg.experts_dir) / g / "checkpoint.npz").exists()
+        ]
+        if missing:
+            problems.append(
+                f"no expert checkpoint for {missing} under --experts-dir "
+                f"{cfg.experts_dir!r} (expected <dir>/<Game>/checkpoint.npz from "
+                "dqn.py --run-dir <dir>/<Game>); pass --fresh-experts to test "
+                "the plumbing with untrained experts"
+            )
+    return problems
+
+
+def union_action_space(
+    meanings: dict[str, list[str]],
+) -> tuple[list[str], dict[str, np.ndarray]]:
+    """The union of the games' actions, matched by meaning (e.g. 'UPFIRE').
+
+    Ordered as in ALE's full action set, so the student's output layout does
+    not depend on the order the games are listed in. Returns the union and,
+    per game, the union index of each of its own actions (in its own order).
+    """
+    full_order = [action.name for action in ale_py.Action]
+    wanted = {name for names in meanings.values() for name in names}
+    unknown = wanted - set(full_order)
+    if unknown:
+        raise ValueError(f"action meanings not in ALE's action set: {unknown}")
+    union = [name for name in full_order if name in wanted]
+    index = {
+        game: np.array([union.index(name) for name in names], np.int32)
+        for game, names in meanings.items()
+    }
+    return union, index
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    x = x - x.max(axis=-1, keepdims=True)  # no overflow for large Q-values
+    e = np.exp(x)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def game_head(
+    student: keras.Model, actions: np.ndarray, temperature: float, game: str
+) -> keras.Model:
+    """The student seen by one game: its own actions' logits, divided by T.
+
+    Every game's model shares the student's layers (and one optimizer), so
+    Keras' compiled ``train_on_batch`` trains the shared weights on any
+    backend; each game's loss sees a fixed action subset, which the CC loss
+    needs (its normaliser is over exactly that game's simplex).
+    """
+    idx = [int(a) for a in actions]
+    gathered = layers.Lambda(
+        lambda z: ops.take(z, idx, axis=-1) / temperature, name=f"{game}_actions"
+    )(student.output)
+    return keras.Model(student.input, gathered, name=f"student_{game}")
+
+
+def make_loss(kind: str) -> keras.losses.Loss:
+    if kind == "cc":
+        return keras_cc.losses.ContinuousCategoricalCrossentropy(from_logits=True)
+    return keras.losses.CategoricalCrossentropy(from_logits=True)
+
+
+# --------------------------------------------------------------------------
+# Actor-Mimic, top to bottom.
+# --------------------------------------------------------------------------
+def train(cfg: AMNConfig) -> dict[str, Any]:
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
+    keras.utils.set_random_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    algo = "cc-amn" if cfg.loss == "cc" else "amn"
+
+    meanings = {game: action_meanings(game) for game in cfg.games}
+    union, game_actions = union_action_space(meanings)
+    student = nature_cnn(len(union), name="student")
+    optimizer = keras.optimizers.Adam(cfg.learning_rate, epsilon=cfg.adam_epsilon)
+    heads = {}
+    for game in cfg.games:
+        heads[game] = game_head(student, game_actions[game], cfg.temperature, game)
+        heads[game].compile(optimizer=optimizer, loss=make_loss(cfg.loss))
+    if cfg.fresh_experts:
+        experts = {g: nature_cnn(len(meanings[g]), name=f"expert_{g}") for g in heads}
+    else:
+        experts = {g: load_q_network(Path(cfg.experts_dir) / g, g) for g in heads}
+
+    state: dict[str, Any] = dict(step=0, updates=0, next_update=cfg.learning_starts)
+    state.update(next_eval=cfg.eval_every, next_log=cfg.log_every)
+    state.update(next_checkpoint=cfg.checkpoint_every)
+    state["nonfinite_losses"] = {game: 0 for game in cfg.games}
+    state["episodes"] = {game: 0 for game in cfg.games}
+    ckpt = run_dir / "checkpoint.npz"
+    resumed = ckpt.exists()
+    if resumed:
+        state = load_checkpoint(ckpt, {"student": student}, optimizer)
+        set_rng_state(rng, state.pop("rng"))
+        print(f"[{algo}] resumed at step {state['step']} from {ckpt}")
+    logger = RunLogger(run_dir, state["step"] if resumed else None)
+
+    seed = cfg.seed + state["step"]
+    envs = {
+        g: make_env(g, cfg.num_envs, cfg, seed + 100 * i) for i, g in enumerate(heads)
+    }
+    eval_envs = {g: make_env(g, cfg.eval_envs, cfg, cfg.seed + 10_000) for g in heads}
+    replays = {g: FrameReplay(cfg.buffer_size, cfg.num_envs, seed=seed) for g in heads}
+    obs = {}
+    for i, game in enumerate(cfg.games):
+        obs[game], _ = envs[game].reset(seed=seed + 100 * i)
+        replays[game].start(obs[game][:, -1])
+    mib = sum(r.nbytes for r in replays.values()) / 2**20
+    print(
+        f"[{algo}] games={cfg.games} union={len(union)} actions "
+        f"backend={keras.backend.backend()} replay={mib:.1f} MiB"
+    )
+
+    def scores_fn(game: str):
+        return lambda o: np.asarray(heads[game].predict_on_batch(o))
+
+    returns = {g: np.zeros(cfg.num_envs) for g in heads}
+    recent_returns: dict[str, list[float]] = {g: [] for g in heads}
+    recent_losses: dict[str, list[float]] = {g: [] for g in heads}
+
+    def env_step(game: str, epsilon: float, record: bool) -> None:
+        """ε-greedy on the student's own policy over this game's actions."""
+        actions = epsilon_greedy(scores_fn(game)(obs[game]), epsilon, rng)
+        nxt, rewards, terminated, truncated, info = envs[game].step(actions)
+        done = terminated | truncated
+        final = info["final_obs"][:, -1] if done.any() else None
+        # The reward is never a learning signal here; stored for completeness.
+        replays[game].add(actions, rewards, terminated, done, nxt[:, -1], final)
+        obs[game] = nxt
+        if record:
+            returns[game] += rewards
+            for i in np.flatnonzero(done):
+                recent_returns[game].append(float(returns[game][i]))
+                returns[game][i] = 0.0
+                state["episodes"][game] += 1
+
+    if resumed:  # the replays are not checkpointed: refill, counters frozen
+        epsilon = linear_epsilon(state["step"], cfg)
+        for game in cfg.games:
+            while len(replays[game]) < min(cfg.learning_starts, cfg.buffer_size):
+                env_step(game, epsilon, record=False)
+
+    t_log, step_log, updates_log = time.perf_counter(), state["step"], state["updates"]
+    while state["step"] < cfg.total_steps:
+        epsilon = linear_epsilon(state["step"], cfg)
+        for game in cfg.games:  # all games advance in lockstep
+            env_step(game, epsilon, record=True)
+        state["step"] += cfg.num_envs
+
+        # One update per game per `train_every` steps; games take turns.
+        while state["step"] >= state["next_update"]:
+            for game in cfg.games:
+                b_obs = replays[game].sample(cfg.batch_size)[0]
+                q_expert = np.asarray(experts[game].predict_on_batch(b_obs))
+                target = softmax(q_expert.astype(np.float64) / cfg.temperature)
+                loss = float(
+                    np.asarray(heads[game].train_on_batch(b_obs, target.astype("f4")))
+                )
+                # Must stay 0: the paper's CC-AMN failed on Pong exactly here.
+                state["nonfinite_losses"][game] += int(not math.isfinite(loss))
+                recent_losses[game].append(loss)
+            state["updates"] += 1
+            state["next_update"] += cfg.train_every
+
+        if state["step"] >= state["next_log"] or state["step"] >= cfg.total_steps:
+            now = time.perf_counter()
+            rate = (state["step"] - step_log) / (now - t_log)
+            upd_rate = (state["updates"] - updates_log) / (now - t_log)
+            parts = []
+            for game in cfg.games:
+                rets, losses = recent_returns[game], recent_losses[game]
+                row = dict(
+                    step=state["step"],
+                    game=game,
+                    algo=algo,
+                    frames=4 * state["step"],
+                    updates=state["updates"],
+                    epsilon=round(epsilon, 5),
+                    loss=float(np.mean(losses)) if losses else float("nan"),
+                    episode_return=float(np.mean(rets)) if rets else float("nan"),
+                    episodes=state["episodes"][game],
+                    nonfinite_losses=state["nonfinite_losses"][game],
+                    steps_per_s=rate,
+                    updates_per_s=upd_rate,
+                )
+                logger.write("train", row)
+                parts.append(
+                    f"{game} ret {row['episode_return']:.1f} loss {row['loss']:.4f} "
+                    f"nonfinite {row['nonfinite_losses']}"
+                )
+                recent_returns[game], recent_losses[game] = [], []
+            print(
+                f"[{algo}] step {state['step']:>9} eps {epsilon:.3f} | "
+                + " | ".join(parts)
+                + f" | {rate:.0f} steps/s/game {upd_rate:.0f} upd/s/game"
+            )
+            t_log, step_log, updates_log = now, state["step"], state["updates"]
+            state["next_log"] += cfg.log_every
+
+        evaluating = state["step"] >= state["next_eval"]
+        last = state["step"] >= cfg.total_steps
+        if evaluating or last:
+            for game in cfg.games:
+                mean, std, n = evaluate(
+                    scores_fn(game),
+                    eval_envs[game],
+                    game,
+                    cfg.eval_steps,
+                    cfg.eval_epsilon,
+                    rng,
+                    seed=cfg.seed + 10_000 + state["step"],
+                )
+                row = dict(
+                    step=state["step"],
+                    game=game,
+                    algo=algo,
+                    eval_return=mean,
+                    eval_return_std=std,
+                    eval_episodes=n,
+                    nonfinite_losses=state["nonfinite_losses"][game],
+                )
+                logger.write("eval", row)
+                print(
+                    f"[{algo}] {game} eval at {state['step']}: {mean:.2f} ± {std:.2f}"
+                )
+            while state["next_eval"] <= state["step"]:
+                state["next_eval"] += cfg.eval_every
+        if evaluating or last or state["step"] >= state["next_checkpoint"]:
+            extra = {**state, "rng": rng_state(rng)}
+            save_checkpoint(ckpt, {"student": student}, optimizer, extra)
+            while state["next_checkpoint"] <= state["step"]:
+                state["next_checkpoint"] += cfg.checkpoint_every
+    logger.close()
+    for env in (*envs.values(), *eval_envs.values()):
+        env.close()
+    return state
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    cfg = parse_config(AMNConfig, AMN_PRESETS, argv, __doc__, amn_checks)
+    return train(cfg)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
