@@ -208,11 +208,13 @@ def grid_settings(args: argparse.Namespace) -> list[Setting]:
 
 
 def grid_runs(args: argparse.Namespace) -> list[Run]:
+    # Seeds outermost: an ablation stopped early still has every cell of the
+    # table filled for its first seeds.
     return [
         Run(s, loss, seed)
+        for seed in dict.fromkeys(args.seeds)
         for s in grid_settings(args)
         for loss in dict.fromkeys(args.losses)
-        for seed in dict.fromkeys(args.seeds)
     ]
 
 
@@ -430,6 +432,7 @@ def plot_curves(args: argparse.Namespace, out: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
+    from matplotlib.ticker import MaxNLocator
 
     settings = grid_settings(args)
     ncols = min(4, len(settings))
@@ -482,11 +485,22 @@ def plot_curves(args: argparse.Namespace, out: Path) -> Path:
     for ax in axes[:, 0]:
         ax.set_ylabel("test accuracy (%)")
     handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper center", ncol=len(labels), frameon=False)
+    for ax in axes.flat:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle(
-        f"{args.dataset}: test accuracy (mean ± 1 std over seeds)", y=1.0, fontsize=12
+        f"{args.dataset}: test accuracy (mean ± 1 std over seeds)", fontsize=12
     )
-    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    # The legend goes under the panels, where it cannot cover a curve or
+    # the title.
+    fig.tight_layout(rect=(0, 0.07 / nrows, 1, 1))
+    fig.legend(
+        handles,
+        labels,
+        loc="lower center",
+        ncol=len(labels),
+        frameon=False,
+        bbox_to_anchor=(0.5, 0.0),
+    )
     path = out / "accuracy_curves.png"
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
