@@ -1,0 +1,234 @@
+"""Tests for examples/atari: frame replay, union actions, smoke runs, resume.
+
+The smoke runs train for a few hundred agent steps on real ALE games, so the
+whole file takes about a minute or two on two CPU cores.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("ale_py")
+pytest.importorskip("gymnasium")
+
+ATARI = Path(__file__).resolve().parents[1] / "examples" / "atari"
+sys.path.insert(0, str(ATARI))
+
+import actor_mimic  # noqa: E402
+import dqn  # noqa: E402
+import plot  # noqa: E402
+
+
+def rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+# ---------------------------------------------------------------- replay ----
+def _frame(uid: int) -> np.ndarray:
+    """A frame that names itself: two id bytes and a nonzero marker row."""
+    f = np.zeros(dqn.FRAME_SHAPE, np.uint8)
+    f[0, 0], f[0, 1], f[1, :] = uid % 256, uid // 256, 1
+    return f
+
+
+def _uid(f: np.ndarray) -> int:
+    return int(f[0, 0]) + 256 * int(f[0, 1]) if f[1, 0] else -1
+
+
+def _simulate(replay: dqn.FrameReplay, lanes: int, steps: int, seed: int):
+    """Drive the replay like the env does; return the true transitions.
+
+    Episodes of random length end by termination or truncation. The env's own
+    stack pads with zero frames after a reset, which is what the replay must
+    reproduce from single frames.
+    """
+    rng = np.random.default_rng(seed)
+    uid = iter(range(1, 60_000))
+    stacks = [np.zeros((dqn.STACK, *dqn.FRAME_SHAPE), np.uint8) for _ in range(lanes)]
+    for s in stacks:
+        s[-1] = _frame(next(uid))
+    replay.start(np.stack([s[-1] for s in stacks]))
+    truth = {}
+    for _ in range(steps):
+        actions = rng.integers(0, 6, lanes)
+        rewards = rng.integers(-1, 2, lanes).astype(np.float32)
+        done = rng.random(lanes) < 0.15
+        terminated = done & (rng.random(lanes) < 0.5)
+        finals, nexts = [], []
+        for i in range(lanes):
+            after = np.concatenate([stacks[i][1:], _frame(next(uid))[None]])
+            truth[_uid(stacks[i][-1])] = (
+                stacks[i].copy(),
+                actions[i],
+                rewards[i],
+                after.copy(),
+                terminated[i],
+            )
+            finals.append(after[-1])
+            if done[i]:  # reset: zero padding plus the first frame
+                after = np.zeros_like(after)
+                after[-1] = _frame(next(uid))
+            stacks[i] = after
+            nexts.append(after[-1])
+        replay.add(
+            actions, rewards, terminated, done, np.stack(nexts), np.stack(finals)
+        )
+    return truth
+
+
+@pytest.mark.parametrize("capacity", [40, 1000])  # wrapped around, and not
+def test_replay_stacks_match_env_at_episode_boundaries(capacity: int) -> None:
+    lanes = 3
+    replay = dqn.FrameReplay(capacity, lanes, seed=0)
+    truth = _simulate(replay, lanes, steps=200, seed=1)
+    obs, actions, rewards, nxt, terminated = replay.sample(4000)
+    seen = set()
+    for k in range(len(obs)):
+        uid = _uid(obs[k, -1])
+        assert uid in truth, "sampled a stack whose newest frame was never an s_t"
+        s, a, r, s2, term = truth[uid]
+        np.testing.assert_array_equal(obs[k], s)
+        np.testing.assert_array_equal(nxt[k], s2)
+        assert (actions[k], rewards[k], terminated[k]) == (a, r, term)
+        seen.add(uid)
+    # Starts of episodes (zero-padded stacks) and ends were both sampled.
+    assert any(not obs[k, 0].any() for k in range(len(obs)))
+    assert terminated.any() and not terminated.all()
+    if capacity == 40:  # the ring wrapped: most transitions are gone
+        assert len(seen) < 0.5 * len(truth)
+    else:
+        assert len(seen) > 0.8 * len(truth)
+
+
+def test_replay_is_compact() -> None:
+    replay = dqn.FrameReplay(10_000, 4)
+    # One 84×84 uint8 frame plus a few bytes, not 2 × 4 stacked frames.
+    assert 84 * 84 <= replay.bytes_per_transition < 84 * 84 + 32
+
+
+# --------------------------------------------------------- union actions ----
+def test_union_action_mapping_by_meaning() -> None:
+    games = ["Pong", "Breakout", "Boxing"]
+    meanings = {g: dqn.action_meanings(g) for g in games}
+    union, index = actor_mimic.union_action_space(meanings)
+    assert len(union) == len(set(union)) == 18  # Boxing uses the full set
+    for g in games:
+        assert [union[i] for i in index[g]] == meanings[g]
+    # Boxing's RIGHT is Pong's RIGHT, even though their indices differ.
+    pong_right = meanings["Pong"].index("RIGHT")
+    boxing_right = meanings["Boxing"].index("RIGHT")
+    assert pong_right != boxing_right
+    assert index["Pong"][pong_right] == index["Boxing"][boxing_right]
+    # The layout does not depend on the order the games are listed in.
+    flipped, _ = actor_mimic.union_action_space(dict(reversed(meanings.items())))
+    assert flipped == union
+    small, idx = actor_mimic.union_action_space({g: meanings[g] for g in games[:2]})
+    assert small == ["NOOP", "FIRE", "RIGHT", "LEFT", "RIGHTFIRE", "LEFTFIRE"]
+    assert list(idx["Breakout"]) == [0, 1, 2, 3]
+
+
+# -------------------------------------------------------------- CLI input ----
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--games", "Pongg", "--fresh-experts"], "unknown Atari game"),
+        (["--loss", "mse", "--fresh-experts"], "--loss must be one of"),
+        (["--experts-dir", "/nonexistent"], "no expert checkpoint"),
+        (["--games", "Pong", "Pong", "--fresh-experts"], "twice"),
+        (["--batch-size", "0", "--fresh-experts"], "--batch-size must be >= 1"),
+    ],
+)
+def test_bad_cli_input_is_a_clear_error(argv, message, capsys) -> None:
+    with pytest.raises(SystemExit):
+        actor_mimic.main(argv)
+    assert message in capsys.readouterr().err
+
+
+# ------------------------------------------------------------ smoke runs ----
+def test_dqn_smoke_on_pong(tmp_path: Path) -> None:
+    state = dqn.main(
+        ["--preset", "smoke", "--game", "Pong", "--run-dir", str(tmp_path)]
+    )
+    assert state["step"] == 256 and state["updates"] > 0
+    assert state["nonfinite_losses"] == 0
+    evals = rows(tmp_path / "eval.csv")
+    assert [int(r["step"]) for r in evals] == [128, 256]
+    # Episodes last 50 agent steps in the smoke preset, so evaluation ends some.
+    assert all(int(r["eval_episodes"]) > 0 for r in evals)
+    train = rows(tmp_path / "train.csv")
+    assert all(np.isfinite(float(r["loss"])) for r in train[1:])
+    # The expert loads back for actor-mimic with the same weights.
+    expert = dqn.load_q_network(tmp_path, "Pong")
+    assert expert.output.shape[-1] == 6
+
+
+@pytest.mark.parametrize("loss", ["xe", "cc"])
+def test_actor_mimic_smoke_two_games(tmp_path: Path, loss: str) -> None:
+    argv = ["--preset", "smoke", "--games", "Pong", "Breakout", "--fresh-experts"]
+    state = actor_mimic.main([*argv, "--loss", loss, "--run-dir", str(tmp_path)])
+    assert state["updates"] > 0
+    assert state["nonfinite_losses"] == {"Pong": 0, "Breakout": 0}
+    evals = rows(tmp_path / "eval.csv")
+    assert {(r["game"], int(r["step"])) for r in evals} == {
+        (g, s) for g in ("Pong", "Breakout") for s in (96, 192)
+    }
+    assert {r["algo"] for r in evals} == {"cc-amn" if loss == "cc" else "amn"}
+    train = [r for r in rows(tmp_path / "train.csv") if r["loss"] != "nan"]
+    assert train and all(np.isfinite(float(r["loss"])) for r in train)
+    if loss == "xe":  # cross-entropy is >= 0; the CC NLL (a density) need not be
+        assert all(float(r["loss"]) >= 0 for r in train)
+    out = tmp_path / "curves.png"
+    plot.main([str(tmp_path), "--out", str(out)])
+    assert out.stat().st_size > 10_000
+
+
+def test_actor_mimic_continues_from_checkpoint(tmp_path: Path) -> None:
+    argv = ["--preset", "smoke", "--games", "Pong", "--fresh-experts"]
+    argv += ["--loss", "cc", "--run-dir", str(tmp_path)]
+    first = actor_mimic.main([*argv, "--total-steps", "96"])
+    second = actor_mimic.main([*argv, "--total-steps", "192"])
+    # Counters carry over rather than restarting from zero.
+    assert first["step"] == 96 and second["step"] == 192
+    assert second["updates"] == first["updates"] + 96 // 4
+    steps = [int(r["step"]) for r in rows(tmp_path / "eval.csv")]
+    assert steps == [96, 192]
+
+
+# ------------------------------------------------------- kill and resume ----
+def test_killed_dqn_run_resumes_without_losing_rows(tmp_path: Path) -> None:
+    """SIGKILL a run after its first checkpoints; the rerun completes the log."""
+    cmd = [sys.executable, str(ATARI / "dqn.py"), "--preset", "smoke"]
+    cmd += ["--total-steps", "1024", "--eval-every", "128", "--eval-steps", "64"]
+    cmd += ["--run-dir", str(tmp_path)]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    deadline = time.time() + 120
+    try:
+        for line in proc.stdout:  # wait for the second evaluation's checkpoint
+            if "eval at 256" in line or time.time() > deadline:
+                break
+        time.sleep(0.3)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    killed_at = [int(r["step"]) for r in rows(tmp_path / "eval.csv")]
+    assert killed_at and max(killed_at) < 1024, "the run was not killed mid-way"
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+    assert "resumed Pong at step" in done.stdout
+    evals = [int(r["step"]) for r in rows(tmp_path / "eval.csv")]
+    assert evals == list(range(128, 1025, 128))  # each evaluation exactly once
+    train = [int(r["step"]) for r in rows(tmp_path / "train.csv")]
+    assert train == list(range(64, 1025, 64))
+    assert all(r["nonfinite_losses"] == "0" for r in rows(tmp_path / "train.csv"))
