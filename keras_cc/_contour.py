@@ -56,6 +56,29 @@ _SETTINGS = {
 _NU = 1.5
 _NEWTON_STEPS = 8
 _THETA_NEWTON_STEPS = 6
+# Factors multiplied per complex logarithm (a power of two).
+_CHUNK = 8
+
+
+def _trig(name: str, *args):
+    """``ops.<name>`` that keeps float64 on every backend.
+
+    Keras 3's dtype promotion maps float64 to float32 for ``sin``, ``cos`` and
+    ``arctan2`` on the JAX (and PyTorch) backends, which would silently cap the
+    float64 path at single precision; there we call the backend's own function.
+    """
+    backend = keras.backend.backend()
+    if backend in ("jax", "torch") and (
+        keras.backend.standardize_dtype(args[0].dtype) == "float64"
+    ):
+        if backend == "jax":
+            import jax.numpy as native
+        else:
+            import torch as native
+
+            name = {"arctan2": "atan2"}.get(name, name)
+        return getattr(native, name)(*args)
+    return getattr(ops, name)(*args)
 
 
 def compute_dtype(dtype: str) -> str:
@@ -86,7 +109,7 @@ def _theta_where_cot_is(v):
     r = ops.sqrt(3.0 * (1.0 - v))
     theta = ops.where(v > -1.0, r / (1.0 + 0.2 * r), math.pi * (1.0 - 1.0 / (1.0 - v)))
     for _ in range(_THETA_NEWTON_STEPS):
-        sin, cos = ops.sin(theta), ops.cos(theta)
+        sin, cos = _trig("sin", theta), _trig("cos", theta)
         f = theta * cos / sin - v
         df = cos / sin - theta / (sin * sin)
         theta = ops.clip(theta - f / df, 0.5 * theta, 0.5 * (theta + math.pi))
@@ -111,7 +134,7 @@ def _contour(x, settings):
     n = settings["nodes"]
     frac = (ops.cast(ops.arange(n), dtype) + 0.5) / n
     theta = theta_max * frac  # (..., N)
-    sin, cos = ops.sin(theta), ops.cos(theta)
+    sin, cos = _trig("sin", theta), _trig("cos", theta)
     cot = cos / sin
     # s = (gamma - scale) + scale * (theta cot theta + i nu theta); u = s - gamma.
     u_re = scale * (theta * cot - 1.0)
@@ -137,13 +160,45 @@ def _factors(c):
     return a, b, a * (2.0 + a) + b * b
 
 
+def _chunked_log_sum(a, b):
+    """sum_k log(1 + a_k + i b_k) over the last axis, as (real, imaginary).
+
+    Factors are multiplied in chunks of ``_CHUNK`` before taking one complex
+    logarithm per chunk: this divides the transcendental work (the cost) by
+    the chunk size. Each partial product is kept as ``1 + eps`` so that the
+    many factors close to one (far logits) keep their full relative accuracy,
+    and a chunk of 8 bounded factors cannot overflow or underflow.
+    """
+    size = a.shape[-1]
+    if size is not None and size >= 2 * _CHUNK:
+        padded = -(-size // _CHUNK) * _CHUNK
+        pad = [(0, 0)] * (len(a.shape) - 1) + [(0, padded - size)]
+        # Zero padding means factors of exactly one.
+        new_shape = (-1, a.shape[-2], padded // _CHUNK, _CHUNK)
+        a = ops.reshape(ops.pad(a, pad), new_shape)
+        b = ops.reshape(ops.pad(b, pad), new_shape)
+        while a.shape[-1] > 1:
+            half = a.shape[-1] // 2
+            a1, a2 = a[..., :half], a[..., half:]
+            b1, b2 = b[..., :half], b[..., half:]
+            # (1 + e1)(1 + e2) = 1 + (e1 + e2 + e1 e2)
+            a = a1 + a2 + (a1 * a2 - b1 * b2)
+            b = b1 + b2 + (a1 * b2 + a2 * b1)
+        a, b = a[..., 0], b[..., 0]
+    log_mag = 0.5 * ops.sum(ops.log1p(a * (2.0 + a) + b * b), axis=-1)
+    phase = ops.sum(_trig("arctan2", b, 1.0 + a), axis=-1)
+    return log_mag, phase
+
+
 def _integrand(c):
     """Integrand values e^{s - gamma} prod_k d_k / (s - x_k) * ds/dtheta, (..., N)."""
-    a, b, t = _factors(c)
-    log_mag = c["u_re"] - 0.5 * ops.sum(ops.log1p(t), axis=-1)
-    phase = c["u_im"] - ops.sum(ops.arctan2(b, 1.0 + a), axis=-1)
+    a = ops.expand_dims(c["u_re"], -1) * ops.expand_dims(c["inv_d"], -2)
+    b = ops.expand_dims(c["u_im"], -1) * ops.expand_dims(c["inv_d"], -2)
+    log_mag, phase = _chunked_log_sum(a, b)
+    log_mag = c["u_re"] - log_mag
+    phase = c["u_im"] - phase
     mag = ops.exp(log_mag)
-    f_re, f_im = mag * ops.cos(phase), mag * ops.sin(phase)
+    f_re, f_im = mag * _trig("cos", phase), mag * _trig("sin", phase)
     val_re = f_re * c["ds_re"] - f_im * c["ds_im"]
     val_im = f_re * c["ds_im"] + f_im * c["ds_re"]
     return val_re, val_im

@@ -57,8 +57,21 @@ def _nan_unless(finite, value):
     return ops.where(finite, value, ops.full_like(value, float("nan")))
 
 
+def _as_rows(z):
+    """Flatten leading dimensions to one row axis; return the way back."""
+    if len(z.shape) == 2:
+        return z, lambda t: t
+    lead = ops.shape(z)[:-1]
+    rows = ops.reshape(z, (-1, z.shape[-1]))
+
+    def restore(t):
+        return ops.reshape(t, tuple(lead) + tuple(t.shape[1:]))
+
+    return rows, restore
+
+
 @ops.custom_gradient
-def _log_partition_last_axis(z):
+def _log_partition_rows(z):
     x, z_max, finite = _shift(z)
     shifted_value, state = _contour.log_partition_and_state(x)
     value = _nan_unless(finite, z_max + shifted_value)
@@ -98,7 +111,8 @@ def cc_log_partition(logits, axis: int = -1):
     -0.693147...
     """
     z, in_dtype, _ = _prepare(logits, axis)
-    return ops.cast(_log_partition_last_axis(z), in_dtype)
+    rows, restore = _as_rows(z)
+    return ops.cast(restore(_log_partition_rows(rows)), in_dtype)
 
 
 def cc_mean(logits, axis: int = -1):
@@ -120,9 +134,10 @@ def cc_mean(logits, axis: int = -1):
     array([0.333333, 0.333333, 0.333333])
     """
     z, in_dtype, axis_used = _prepare(logits, axis)
-    x, _, finite = _shift(z)
+    rows, restore = _as_rows(z)
+    x, _, finite = _shift(rows)
     _, state = _contour.log_partition_and_state(x)
-    mean = _nan_unless(finite, _contour.mean_from_state(state))
+    mean = restore(_nan_unless(finite, _contour.mean_from_state(state)))
     if axis_used != len(mean.shape) - 1:
         mean = ops.moveaxis(mean, -1, axis_used)
     return ops.cast(mean, in_dtype)

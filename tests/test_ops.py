@@ -1,0 +1,314 @@
+"""Accuracy and behaviour of keras_cc.ops against an independent mpmath reference.
+
+The bar (NUMERICS.md section 5), for the exact value at the rounded inputs:
+float32: |A - A*| <= 1e-5 (1 + |A*|), |mu - mu*| <= 1e-5 + 1e-3 mu*;
+float64: |A - A*| <= 1e-12 (1 + |A*|), |mu - mu*| <= 1e-12 + 1e-9 mu*.
+Every test case lies on a grid that float32 represents exactly, so one
+reference serves both dtypes.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+from conftest import to_numpy, value_and_grad
+from reference import explicit_log_partition, log_partition_and_mean
+
+from keras_cc.ops import cc_log_partition, cc_mean
+
+BAR = {
+    "float32": dict(a=1e-5, mean_abs=1e-5, mean_rel=1e-3),
+    "float64": dict(a=1e-12, mean_abs=1e-12, mean_rel=1e-9),
+}
+
+
+def _f32_exact(z) -> np.ndarray:
+    return np.asarray(z, np.float32).astype(np.float64)
+
+
+def _regimes(k: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """The input regimes of NUMERICS.md section 5 for K = k."""
+    cases = {
+        "ties": np.zeros(k),
+        "ties at 1e4": np.full(k, 1e4),
+        "near ties 1e-7": rng.integers(-1, 2, size=k) * 2.0**-23,
+        "ramp 0..K-1": np.arange(k, dtype=float),
+    }
+    for gap in (1.0, 10.0, 100.0, 1000.0):
+        cluster = rng.normal(size=k) * 1e-3
+        cluster[0] = gap
+        cases[f"one far logit + tight cluster, gap {gap:g}"] = cluster
+    for spread in (0.1, 3.0, 30.0, 300.0, 1000.0):
+        cases[f"uniform spread {spread:g}"] = rng.uniform(0, spread, size=k)
+    cases["two clusters 500 apart"] = (
+        np.where(np.arange(k) < k // 2, -500.0, 0.0) + rng.normal(size=k) * 1e-2
+    )
+    cases["offset -1e4, sd 5"] = -1e4 + rng.normal(size=k) * 5
+    cases["gaussian sd 20"] = rng.normal(size=k) * 20
+    return {name: _f32_exact(z) for name, z in cases.items()}
+
+
+# K = 1000 with large spreads costs the reference ~10 s a row: keep a few.
+_K1000_CASES = (
+    "ties",
+    "near ties 1e-7",
+    "ramp 0..K-1",
+    "one far logit + tight cluster, gap 100",
+    "one far logit + tight cluster, gap 1000",
+    "uniform spread 3",
+    "uniform spread 1000",
+    "offset -1e4, sd 5",
+)
+
+
+def _cases(k: int) -> dict[str, np.ndarray]:
+    cases = _regimes(k, np.random.default_rng(k))
+    if k == 1000:
+        cases = {name: cases[name] for name in _K1000_CASES}
+    return cases
+
+
+def _check_rows(dtype: str, k: int, cases: dict[str, np.ndarray]) -> None:
+    names = list(cases)
+    z = np.stack([cases[n] for n in names]).astype(dtype)
+    value = to_numpy(cc_log_partition(z)).astype(np.float64)
+    _, grad = value_and_grad(cc_log_partition, z)
+    mean = to_numpy(cc_mean(z)).astype(np.float64)
+    bar = BAR[dtype]
+    failures = []
+    for i, name in enumerate(names):
+        a_ref, mean_ref = log_partition_and_mean(cases[name])
+        a_err = abs(value[i] - a_ref) / (1 + abs(a_ref))
+        for label, mu in (("cc_mean", mean[i]), ("gradient", grad[i])):
+            excess = np.abs(mu - mean_ref) - (
+                bar["mean_abs"] + bar["mean_rel"] * mean_ref
+            )
+            if not np.all(excess <= 0):
+                failures.append(f"{name}: {label} off by {np.max(excess):.2e} over bar")
+        if not a_err <= bar["a"]:
+            failures.append(f"{name}: A relative error {a_err:.2e}")
+    assert not failures, f"K={k} {dtype}:\n" + "\n".join(failures)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("k", [2, 3, 10, 100])
+def test_accuracy_bar(dtype, k):
+    _check_rows(dtype, k, _cases(k))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_accuracy_bar_k1000(dtype):
+    _check_rows(dtype, 1000, _cases(1000))
+
+
+def test_random_float64_logits_not_on_a_grid():
+    rng = np.random.default_rng(7)
+    for k in (2, 5, 20):
+        for spread in (0.5, 5.0, 50.0):
+            z = rng.normal(size=k) * spread + rng.normal() * 100
+            a_ref, mean_ref = log_partition_and_mean(z)
+            assert abs(float(cc_log_partition(z)) - a_ref) <= 1e-12 * (1 + abs(a_ref))
+            np.testing.assert_allclose(
+                to_numpy(cc_mean(z)), mean_ref, rtol=1e-9, atol=1e-12
+            )
+
+
+def test_reference_agrees_with_explicit_formula():
+    # Guards the reference itself: eq. 6 in 60-digit arithmetic, distinct nodes.
+    for z in ([0.0, 1.0], [0.3, -2.0, 5.0], [1.0, 2.0, 4.0, 8.0, 16.0]):
+        assert log_partition_and_mean(z)[0] == pytest.approx(
+            explicit_log_partition(z), abs=1e-14
+        )
+
+
+def test_closed_forms():
+    # Ties: A(c 1) = c - log((K-1)!), mean 1/K. Unit ramp: (e-1)^(K-1)/(K-1)!.
+    from math import e, lgamma, log
+
+    for k in (2, 7, 50):
+        z = np.full(k, 3.5)
+        assert float(cc_log_partition(z)) == pytest.approx(3.5 - lgamma(k), abs=1e-12)
+        np.testing.assert_allclose(to_numpy(cc_mean(z)), 1.0 / k, rtol=1e-12)
+        ramp = np.arange(k, dtype=float)
+        assert float(cc_log_partition(ramp)) == pytest.approx(
+            (k - 1) * log(e - 1) - lgamma(k), abs=1e-11 * k
+        )
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_gradient_matches_finite_differences(dtype):
+    rng = np.random.default_rng(3)
+    for k in (2, 4, 10):
+        z = (rng.normal(size=k) * 3).astype(dtype)
+        _, grad = value_and_grad(cc_log_partition, z)
+        z64 = z.astype(np.float64)
+        h = 1e-5
+        fd = np.empty(k)
+        for i in range(k):
+            e = np.zeros(k)
+            e[i] = h
+            # Central differences of the float64 op (itself accurate to 1e-12).
+            fd[i] = (
+                float(cc_log_partition(z64 + e)) - float(cc_log_partition(z64 - e))
+            ) / (2 * h)
+        bar = BAR[dtype]
+        # The finite differences themselves are good to about 1e-9.
+        np.testing.assert_allclose(
+            grad, fd, atol=max(bar["mean_abs"], 1e-8), rtol=max(bar["mean_rel"], 1e-6)
+        )
+
+
+def test_shift_invariance():
+    rng = np.random.default_rng(11)
+    z = rng.normal(size=(4, 12)) * 4
+    for c in (-1e3, 0.5, 7e3):
+        np.testing.assert_allclose(
+            to_numpy(cc_log_partition(z + c)),
+            to_numpy(cc_log_partition(z)) + c,
+            rtol=1e-15,
+            atol=1e-11,
+        )
+        np.testing.assert_allclose(
+            to_numpy(cc_mean(z + c)), to_numpy(cc_mean(z)), atol=1e-12
+        )
+
+
+def test_k2_matches_tfp_continuous_bernoulli():
+    # CC(logits=[a, b]) at x = (t, 1 - t) is ContinuousBernoulli(logits=a - b):
+    # a t + b (1 - t) - A(a, b) = CB.log_prob(t).
+    import tensorflow_probability as tfp
+
+    rng = np.random.default_rng(5)
+    a = rng.normal(size=64) * np.array([1e-6, 0.1, 1, 10, 100, 700] * 11)[:64]
+    b = rng.normal(size=64)
+    t = rng.uniform(0.01, 0.99, size=64)
+    cb = tfp.distributions.ContinuousBernoulli(logits=tf_const(a - b))
+    cb_log_prob = np.asarray(cb.log_prob(tf_const(t)))
+    ours = a * t + b * (1 - t) - to_numpy(cc_log_partition(np.stack([a, b], -1)))
+    np.testing.assert_allclose(ours, cb_log_prob, atol=1e-9)
+    ours_mean = to_numpy(cc_mean(np.stack([a, b], -1)))[:, 0]
+    # TFP's own mean is only good to ~1e-7 near logit 0.3 (a Taylor cutoff),
+    # so the tight check is against the closed form in mpmath.
+    np.testing.assert_allclose(ours_mean, np.asarray(cb.mean()), atol=5e-7)
+    exact = [_continuous_bernoulli_mean(eta) for eta in a - b]
+    np.testing.assert_allclose(ours_mean, exact, rtol=1e-9, atol=1e-12)
+
+
+def _continuous_bernoulli_mean(eta: float) -> float:
+    import mpmath as mp
+
+    with mp.workdps(50):
+        e = mp.mpf(float(eta))
+        return float(mp.exp(e) / mp.expm1(e) - 1 / e)
+
+
+def tf_const(x):
+    import tensorflow as tf
+
+    return tf.constant(x, tf.float64)
+
+
+def test_batch_shapes_and_axis():
+    rng = np.random.default_rng(2)
+    z = rng.normal(size=(3, 5, 7))
+    flat = to_numpy(cc_log_partition(z.reshape(-1, 7))).reshape(3, 5)
+    np.testing.assert_allclose(to_numpy(cc_log_partition(z)), flat, rtol=1e-14)
+    moved = np.moveaxis(z, -1, 1)
+    np.testing.assert_allclose(
+        to_numpy(cc_log_partition(moved, axis=1)), flat, rtol=1e-14
+    )
+    mean = to_numpy(cc_mean(moved, axis=1))
+    assert mean.shape == moved.shape
+    np.testing.assert_allclose(
+        np.moveaxis(mean, 1, -1), to_numpy(cc_mean(z)), rtol=1e-13
+    )
+    assert to_numpy(cc_log_partition(z[0, 0])).shape == ()
+
+
+def test_non_finite_logits_give_nan_for_their_row_only():
+    z = np.array(
+        [[0.0, 1.0, 2.0], [np.nan, 1.0, 2.0], [np.inf, 0.0, 1.0], [-np.inf, 0.0, 1.0]]
+    )
+    value = to_numpy(cc_log_partition(z))
+    assert np.isfinite(value[0])
+    assert np.all(np.isnan(value[1:]))
+    mean = to_numpy(cc_mean(z))
+    assert np.all(np.isfinite(mean[0])) and np.all(np.isnan(mean[1:]))
+    _, grad = value_and_grad(cc_log_partition, z)
+    assert np.all(np.isfinite(grad[0])) and np.all(np.isnan(grad[1:]))
+
+
+def test_never_nan_or_inf_for_finite_inputs():
+    rng = np.random.default_rng(13)
+    for dtype in ("float32", "float64"):
+        for k in (2, 10, 64):
+            scale = 10.0 ** rng.uniform(-8, 3, size=(256, 1))
+            z = (
+                rng.normal(size=(256, k)) * scale + rng.uniform(-1e4, 1e4, (256, 1))
+            ).astype(dtype)
+            value, grad = value_and_grad(cc_log_partition, z)
+            assert np.all(np.isfinite(value)) and np.all(np.isfinite(grad))
+            assert np.all(grad > 0) and np.allclose(grad.sum(-1), 1, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precision_inputs_are_computed_in_float32(dtype):
+    z = keras.ops.cast(np.array([[0.0, 1.5, -3.25, 8.0]] * 2), dtype)
+    value = cc_log_partition(z)
+    assert keras.backend.standardize_dtype(value.dtype) == dtype
+    exact = cc_log_partition(keras.ops.cast(z, "float32"))
+    # Equal up to rounding the float32 result to the half-precision output.
+    np.testing.assert_allclose(
+        to_numpy(keras.ops.cast(value, "float32")), to_numpy(exact), rtol=1e-2
+    )
+    expected = to_numpy(keras.ops.cast(keras.ops.cast(exact, dtype), "float32"))
+    np.testing.assert_array_equal(to_numpy(keras.ops.cast(value, "float32")), expected)
+
+
+def test_fewer_than_two_classes_is_an_error():
+    with pytest.raises(ValueError, match=r"at least 2 classes.*axis.*size 1"):
+        cc_log_partition(np.zeros((4, 1)))
+    with pytest.raises(ValueError, match="axis"):
+        cc_mean(np.zeros((1, 3)), axis=0)
+    with pytest.raises(TypeError, match="floating"):
+        cc_log_partition(np.zeros((2, 3), np.int32))
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow", reason="tf.function is TF-only"
+)
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_tf_function_and_xla(jit_compile):
+    import tensorflow as tf
+
+    z = np.random.default_rng(1).normal(size=(8, 10)) * 5
+
+    @tf.function(
+        jit_compile=jit_compile, input_signature=[tf.TensorSpec([None, 10], tf.float64)]
+    )
+    def f(t):
+        with tf.GradientTape() as tape:
+            tape.watch(t)
+            v = tf.reduce_sum(cc_log_partition(t))
+        return v, tape.gradient(v, t)
+
+    value, grad = f(tf.constant(z))
+    np.testing.assert_allclose(
+        value.numpy(), to_numpy(cc_log_partition(z)).sum(), rtol=1e-13
+    )
+    np.testing.assert_allclose(grad.numpy(), to_numpy(cc_mean(z)), rtol=1e-11)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="jax.jit is JAX-only")
+def test_jax_jit():
+    import jax
+
+    z = np.random.default_rng(1).normal(size=(8, 10)) * 5
+    jitted = jax.jit(jax.value_and_grad(lambda t: cc_log_partition(t).sum()))
+    value, grad = jitted(z)
+    np.testing.assert_allclose(
+        float(value), to_numpy(cc_log_partition(z)).sum(), rtol=1e-13
+    )
+    np.testing.assert_allclose(np.asarray(grad), to_numpy(cc_mean(z)), rtol=1e-11)
