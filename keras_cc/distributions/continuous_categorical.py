@@ -101,8 +101,12 @@ def _log_acceptance_rate(logits: tf.Tensor) -> tf.Tensor:
     )
 
 
-def _sample_cc(n, logits: tf.Tensor, seed) -> tf.Tensor:
-    """Exact rejection sampler for CC(logits); returns shape ``[n, B..., K]``.
+def _sample_cc(n, logits: tf.Tensor, seed) -> tuple[tf.Tensor, tf.Tensor]:
+    """Exact rejection sampler for CC(logits).
+
+    Returns ``(samples, num_proposals)``: samples of shape ``[n, B..., K]`` and
+    the total number of proposals drawn (an int64 scalar; ``n * prod(B) /
+    num_proposals`` is the empirical acceptance rate).
 
     Let ``d_k = gamma - z_k > 0`` (shifted logits ``z``, max 0) and
     ``E_k ~ Exp(d_k)`` independent, ``x = E / sum(E)``. The joint density of
@@ -139,11 +143,11 @@ def _sample_cc(n, logits: tf.Tensor, seed) -> tf.Tensor:
     num_slots = tf.shape(d_flat)[0]
     tiny = np.finfo(work.as_numpy_dtype).tiny
 
-    def cond(i, seed, samples, done):
-        del seed, samples
+    def cond(i, seed, samples, done, proposals):
+        del seed, samples, proposals
         return (i < _MAX_REJECTION_ROUNDS) & ~tf.reduce_all(done)
 
-    def body(i, seed, samples, done):
+    def body(i, seed, samples, done, proposals):
         seed, round_seed = samplers.split_seed(seed, salt="cc_round")
         exp_seed, accept_seed = samplers.split_seed(round_seed, salt="cc_draw")
         pending = tf.where(~done)[:, 0]
@@ -174,15 +178,22 @@ def _sample_cc(n, logits: tf.Tensor, seed) -> tf.Tensor:
         done = tf.tensor_scatter_nd_update(
             done, accepted_idx, tf.ones_like(accepted_idx[:, 0], dtype=tf.bool)
         )
-        return i + 1, seed, samples, done
+        proposals += tf.cast(num_pending, tf.int64)
+        return i + 1, seed, samples, done, proposals
 
     samples0 = tf.fill(tf.stack([num_slots, num_classes]), tf.constant(np.nan, work))
-    _, _, samples, _ = tf.while_loop(
+    _, _, samples, _, proposals = tf.while_loop(
         cond,
         body,
-        (tf.constant(0), samplers.sanitize_seed(seed), samples0, ~finite_flat),
+        (
+            tf.constant(0),
+            samplers.sanitize_seed(seed),
+            samples0,
+            ~finite_flat,
+            tf.constant(0, tf.int64),
+        ),
     )
-    return tf.cast(tf.reshape(samples, out_shape), dtype)
+    return tf.cast(tf.reshape(samples, out_shape), dtype), proposals
 
 
 class ContinuousCategorical(distribution.AutoCompositeTensorDistribution):
@@ -440,7 +451,8 @@ class ContinuousCategorical(distribution.AutoCompositeTensorDistribution):
     # --- sampling ----------------------------------------------------------
 
     def _sample_n(self, n, seed=None):
-        return _sample_cc(n, self._logits_parameter_no_checks(), seed)
+        samples, _ = _sample_cc(n, self._logits_parameter_no_checks(), seed)
+        return samples
 
     def sampler_acceptance_rate(self, name: str | None = None) -> tf.Tensor:
         """Probability that one proposal of the exact sampler is accepted.
@@ -456,7 +468,9 @@ class ContinuousCategorical(distribution.AutoCompositeTensorDistribution):
         """
         with self._name_and_control_scope(name or "sampler_acceptance_rate"):
             log_rate = _log_acceptance_rate(self._logits_parameter_no_checks())
-            return tf.cast(tf.exp(log_rate), self.dtype)
+            # The exact value is <= 1; rounding of the ~K log K terms could
+            # push an all-ties row a few ulps above it.
+            return tf.cast(tf.minimum(tf.exp(log_rate), 1.0), self.dtype)
 
     # --- TFP plumbing ------------------------------------------------------
 

@@ -1,0 +1,514 @@
+"""Tests of keras_cc.distributions.ContinuousCategorical against independent references.
+
+References used (none of them is the code under test):
+- K=2: ``tfp.distributions.ContinuousBernoulli`` (a peer implementation);
+- exact divided differences in mpmath (high precision, distinct nodes);
+- one-dimensional marginal densities integrated numerically with scipy;
+- Monte-Carlo estimates with tolerances derived from the sample size;
+- central finite differences of ``cc_mean`` in float64.
+
+Statistical tests use fixed seeds, so they are deterministic; their
+thresholds (5 standard errors, KS p-value > 1e-3) would fail for a biased
+sampler at the sample sizes used (see the comments at each test).
+"""
+
+from __future__ import annotations
+
+import mpmath
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_probability as tfp
+from scipy import integrate, stats
+
+from keras_cc.distributions import ContinuousCategorical
+from keras_cc.distributions.continuous_categorical import _sample_cc
+from keras_cc.ops import cc_log_partition, cc_mean
+
+tfd = tfp.distributions
+
+# Number of standard errors allowed in Monte-Carlo comparisons. With up to
+# ~1000 coordinates compared per test, P(any |Z| > 5) < 1000 * 5.7e-7.
+Z_MAX = 5.0
+
+
+# --------------------------------------------------------------------------
+# Independent references.
+
+
+def _dd_exp(nodes: list, dps: int = 150) -> mpmath.mpf:
+    """exp[nodes] (divided difference) in mpmath; ties broken by 1e-30 offsets.
+
+    The offsets change the value by ~1e-30 relative; with 150 digits the
+    cancellation of up to ~4 nearly tied nodes still leaves > 30 digits.
+    """
+    with mpmath.workdps(dps):
+        pts = [
+            mpmath.mpf(float(x)) + k * mpmath.mpf("1e-30") for k, x in enumerate(nodes)
+        ]
+        total = mpmath.mpf(0)
+        for k, zk in enumerate(pts):
+            prod = mpmath.mpf(1)
+            for i, zi in enumerate(pts):
+                if i != k:
+                    prod *= zk - zi
+            total += mpmath.exp(zk) / prod
+        return total
+
+
+def _mp_covariance(z: np.ndarray) -> np.ndarray:
+    """Exact Cov = Hessian of log exp[z] from divided differences with repeats.
+
+    d/dz_i exp[z] = exp[z, z_i], hence E[x_i] = exp[z, z_i] / exp[z],
+    E[x_i x_j] = exp[z, z_i, z_j] / exp[z] (i != j) and
+    E[x_i^2] = 2 exp[z, z_i, z_i] / exp[z].
+    """
+    z = list(map(float, z))
+    k = len(z)
+    with mpmath.workdps(150):
+        base = _dd_exp(z)
+        mean = [_dd_exp(z + [z[i]]) / base for i in range(k)]
+        cov = np.zeros((k, k))
+        for i in range(k):
+            for j in range(i, k):
+                second = _dd_exp(z + [z[i], z[j]]) / base * (2 if i == j else 1)
+                cov[i, j] = cov[j, i] = float(second - mean[i] * mean[j])
+    return cov
+
+
+def _marginal_cdf(density, lo: float, hi: float, scale: float):
+    """CDF of a 1-D density on [lo, hi] by adaptive quadrature on a fine grid.
+
+    The grid is dense within ``scale`` of ``lo`` (where a concentrated
+    marginal puts its mass) and uniform elsewhere; the result is normalised
+    numerically, so no normalising constant from the code under test enters.
+    """
+    grid = np.unique(
+        np.concatenate(
+            [
+                lo + scale * np.linspace(0.0, 40.0, 801),
+                np.linspace(lo, hi, 801),
+            ]
+        ).clip(lo, hi)
+    )
+    pieces = [
+        integrate.quad(density, a, b, epsabs=0, epsrel=1e-10)[0]
+        for a, b in zip(grid[:-1], grid[1:], strict=True)
+    ]
+    cdf = np.concatenate([[0.0], np.cumsum(pieces)])
+    cdf /= cdf[-1]
+    return lambda t: np.interp(t, grid, cdf)
+
+
+def _cb(logit_diff) -> tfd.ContinuousBernoulli:
+    """The K=2 peer reference, in float64 (a NumPy scalar would become float32)."""
+    return tfd.ContinuousBernoulli(
+        logits=tf.constant(logit_diff, tf.float64), dtype=tf.float64
+    )
+
+
+def _cc(logits, dtype=np.float64, **kwargs) -> ContinuousCategorical:
+    return ContinuousCategorical(logits=np.asarray(logits, dtype), **kwargs)
+
+
+# --------------------------------------------------------------------------
+# K = 2: the continuous Bernoulli.
+
+K2_LOGIT_DIFFS = np.array([0.0, 1e-6, 0.3, -2.5, 7.0, -40.0, 100.0])
+
+
+def test_k2_matches_continuous_bernoulli():
+    # CC(logits=[a, b]) at x = (t, 1-t) is ContinuousBernoulli(logits=a - b);
+    # one batch over the logit differences, broadcast against 7 points t.
+    b = 0.7
+    ours = _cc(np.stack([K2_LOGIT_DIFFS + b, np.full_like(K2_LOGIT_DIFFS, b)], -1))
+    cb = _cb(K2_LOGIT_DIFFS)
+    t = np.array([0.0, 1e-4, 0.1, 0.5, 0.77, 0.999, 1.0])[:, np.newaxis]
+    x = np.stack([t, 1.0 - t], axis=-1)  # [7, 1, 2]
+    np.testing.assert_allclose(ours.log_prob(x), cb.log_prob(t), rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(ours.prob(x), cb.prob(t), rtol=1e-9)
+    np.testing.assert_allclose(ours.mean()[:, 0], cb.mean(), rtol=1e-9)
+    np.testing.assert_allclose(
+        ours.mean()[:, 1], 1.0 - cb.mean(), rtol=1e-9, atol=1e-15
+    )
+    np.testing.assert_allclose(ours.variance()[:, 0], cb.variance(), rtol=1e-7)
+    cov = ours.covariance().numpy()
+    # x_1 = 1 - x_0, so each covariance matrix is var * [[1, -1], [-1, 1]].
+    ref_cov = cb.variance().numpy()[:, None, None] * np.array([[1, -1], [-1, 1]])
+    np.testing.assert_allclose(cov, ref_cov, rtol=1e-7)
+    np.testing.assert_allclose(ours.entropy(), cb.entropy(), rtol=1e-9, atol=1e-9)
+
+
+def test_k2_kl_matches_continuous_bernoulli():
+    diffs_a = np.array([0.0, 1.5, -3.0, 20.0, 60.0])
+    diffs_b = np.array([0.4, -2.0, -3.0, 0.0, 55.0])
+    ours = tfd.kl_divergence(
+        _cc(np.stack([diffs_a, np.zeros(5)], -1)),
+        _cc(np.stack([diffs_b + 2.0, np.full(5, 2.0)], -1)),  # shifted: same law
+    )
+    ref = tfd.kl_divergence(_cb(diffs_a), _cb(diffs_b))
+    np.testing.assert_allclose(ours, ref, rtol=1e-7, atol=1e-10)
+
+
+@pytest.mark.parametrize("diff", [0.0, 2.0, -15.0, 150.0])
+def test_k2_samples_match_continuous_bernoulli(diff):
+    # KS test of x_0 against the continuous Bernoulli CDF. At n = 20000 the KS
+    # test detects a CDF error of ~0.015 (p < 1e-3), e.g. the ~0.05 bias of
+    # using Dirichlet(1,1) proposals without the acceptance step.
+    dist = _cc([diff, 0.0], dtype=np.float32)
+    t = dist.sample(20000, seed=(11, 12)).numpy()[:, 0].astype(np.float64)
+    cb = _cb(diff)
+    p_value = stats.kstest(t, lambda v: cb.cdf(np.clip(v, 0.0, 1.0)).numpy()).pvalue
+    assert p_value > 1e-3, p_value
+    # Moments of the sample vs the continuous Bernoulli, within Z_MAX SEs.
+    se = t.std() / np.sqrt(t.size)
+    assert abs(t.mean() - float(cb.mean())) < Z_MAX * se
+
+
+# --------------------------------------------------------------------------
+# Density and normaliser.
+
+
+def test_log_prob_is_normalised_and_matches_mpmath():
+    z = np.array([0.3, -1.2, 2.0, 0.0])
+    dist = _cc(z)
+    log_z = float(mpmath.log(_dd_exp(list(z))))
+    np.testing.assert_allclose(dist.log_normalizer(), log_z, rtol=1e-12)
+    x = np.array([[0.1, 0.2, 0.3, 0.4], [1.0, 0.0, 0.0, 0.0], [0.25] * 4])
+    np.testing.assert_allclose(dist.log_prob(x), x @ z - log_z, rtol=1e-12)
+    # K=3: integrate the density over the simplex numerically: it must be 1.
+    z3 = np.array([1.0, -2.0, 0.5])
+    log_norm3 = float(_cc(z3).log_normalizer())
+
+    def density(s, t):
+        return np.exp(np.dot(z3, [t, s, 1.0 - t - s]) - log_norm3)
+
+    total, _ = integrate.dblquad(density, 0.0, 1.0, 0.0, lambda t: 1.0 - t, epsrel=1e-8)
+    np.testing.assert_allclose(total, 1.0, rtol=1e-6)
+
+
+def test_log_prob_outside_simplex_is_minus_inf():
+    dist = _cc([[0.0, 1.0, 2.0]])
+    x = np.array([[0.5, 0.6, -0.1], [0.2, 0.2, 0.2], [0.2, 0.3, 0.5]])
+    lp = dist.log_prob(x).numpy()
+    assert lp.shape == (3,)
+    assert np.all(np.isneginf(lp[:2])) and np.isfinite(lp[2])
+    assert np.all(dist.prob(x).numpy()[:2] == 0.0)
+
+
+def test_probs_parameterisation_matches_logits():
+    probs = np.array([[0.2, 0.5, 0.3], [0.05, 0.05, 0.9]])
+    by_probs = ContinuousCategorical(probs=probs)
+    by_logits = _cc(np.log(probs) + 3.0)  # a shift does not change the law
+    x = np.array([0.1, 0.3, 0.6])
+    np.testing.assert_allclose(by_probs.log_prob(x), by_logits.log_prob(x), rtol=1e-12)
+    np.testing.assert_allclose(by_probs.mean(), by_logits.mean(), rtol=1e-12)
+    np.testing.assert_allclose(by_probs.probs_parameter(), probs)
+    np.testing.assert_allclose(
+        tf.nn.softmax(by_probs.logits_parameter()), probs, rtol=1e-12
+    )
+
+
+# --------------------------------------------------------------------------
+# Moments.
+
+
+# Batches of logits grouped by K: far gaps (float32 variance of the dominant
+# class cancels), near-ties, a tight pair plus far classes, exact ties.
+COV_CASES = [
+    [[0.0, -100.0], [0.0, -1000.0], [3.0, 3.0]],
+    [[0.0, -3.0, -50.0], [2.0, 2.0, 2.0]],
+    [[0.0, 0.0, 0.0, -7.0]],
+    [[0.0, -1e-7, -30.0, -30.000001, -500.0]],
+]
+
+
+@pytest.mark.parametrize("z", COV_CASES, ids=lambda z: f"K{len(z[0])}")
+def test_covariance_matches_mpmath_hessian(z):
+    z = np.array(z)
+    ref = np.stack([_mp_covariance(row) for row in z])
+    diag = np.diagonal(ref, axis1=1, axis2=2)
+    scale = np.sqrt(diag[:, :, None] * diag[:, None, :])
+    for dtype, tol in [(np.float64, 1e-10), (np.float32, 1e-5)]:
+        cov = _cc(z, dtype=dtype).covariance().numpy().astype(np.float64)
+        assert np.all(np.abs(cov - ref) <= tol * scale), (dtype, cov, ref)
+    np.testing.assert_allclose(_cc(z).variance(), diag, rtol=1e-10)
+
+
+def test_covariance_matches_finite_differences_of_mean():
+    rng = np.random.default_rng(0)
+    z = np.concatenate([rng.normal(size=(3, 6)) * [[0.1], [3.0], [30.0]]], 0)
+    cov = _cc(z).covariance().numpy()
+    h = 1e-6
+    fd = np.zeros_like(cov)
+    for k in range(6):
+        step = np.zeros(6)
+        step[k] = h
+        fd[:, :, k] = (cc_mean(z + step).numpy() - cc_mean(z - step).numpy()) / (2 * h)
+    scale = np.sqrt(np.einsum("bi,bj->bij", *2 * [np.diagonal(cov, axis1=1, axis2=2)]))
+    assert np.max(np.abs(cov - fd) / scale) < 1e-6
+    # Structural facts: symmetric, PSD, rows sum to 0 (sum x = 1).
+    np.testing.assert_allclose(cov, np.swapaxes(cov, 1, 2), atol=1e-15)
+    assert np.all(np.linalg.eigvalsh(cov) > -1e-12)
+    np.testing.assert_allclose(cov.sum(-1), 0.0, atol=1e-12)
+
+
+def test_mean_entropy_and_mode():
+    z = np.array([[0.0, 3.0, -1.0, 3.0], [5.0, 0.0, 0.0, 0.0]])
+    dist = _cc(z)
+    np.testing.assert_allclose(dist.mean(), cc_mean(z), rtol=1e-14)
+    # Entropy A(z) - z·mean, against mpmath: A and the mean from exp[.].
+    for row, h in zip(z, dist.entropy().numpy(), strict=True):
+        base = _dd_exp(list(row))
+        mean = [float(_dd_exp(list(row) + [row[i]]) / base) for i in range(4)]
+        ref = float(mpmath.log(base)) - float(np.dot(row, mean))
+        np.testing.assert_allclose(h, ref, rtol=1e-10)
+    # Ties: the first maximal logit's vertex (documented).
+    np.testing.assert_array_equal(dist.mode(), [[0, 1, 0, 0], [1, 0, 0, 0]])
+
+
+def test_entropy_and_kl_vs_monte_carlo():
+    za = np.array([[0.0, 2.0, -1.0, 0.5, 4.0], [0.0, -20.0, -3.0, 1.0, 1.0]])
+    zb = np.array([1.0, 0.0, 0.0, -2.0, 3.0])
+    a, b = _cc(za), _cc(zb)
+    n = 40000
+    x = a.sample(n, seed=(5, 6))
+    log_pa = a.log_prob(x).numpy()
+    log_pb = b.log_prob(x).numpy()
+    for est_samples, exact in [
+        (-log_pa, a.entropy().numpy()),
+        (log_pa - log_pb, tfd.kl_divergence(a, b).numpy()),
+    ]:
+        mc = est_samples.mean(0)
+        se = est_samples.std(0) / np.sqrt(n)
+        assert np.all(np.abs(mc - exact) < Z_MAX * se), (mc, exact, se)
+    np.testing.assert_allclose(tfd.kl_divergence(a, a), 0.0, atol=1e-12)
+
+
+# --------------------------------------------------------------------------
+# The sampler.
+
+SAMPLER_CASES = [
+    ("K3 ties", np.zeros(3)),
+    ("K3 mixed", np.array([1.0, -0.5, 0.3])),
+    ("K10 spread 10", np.linspace(0.0, -10.0, 10)),
+    ("K100 random sd 10", np.random.default_rng(1).normal(size=100) * 10.0),
+    ("K100 one far cluster", np.array([0.0] + [-1000.0] * 99)),
+    ("K1000 spread 0", np.zeros(1000)),
+    ("K1000 spread 100", np.linspace(0.0, -100.0, 1000)),
+    ("K1000 spread 1", np.random.default_rng(2).uniform(-1.0, 0.0, 1000)),
+]
+
+
+@pytest.mark.parametrize("name,z", SAMPLER_CASES, ids=[c[0] for c in SAMPLER_CASES])
+def test_sample_mean_matches_cc_mean(name, z):
+    # z-scores of the sample mean against the exact mean (float64 cc_mean).
+    # A sampler that drops the acceptance step is off by 10s of SEs here.
+    n = 20000 if z.size <= 100 else 4000
+    x = _cc(z, dtype=np.float32).sample(n, seed=(7, 8)).numpy().astype(np.float64)
+    assert x.shape == (n, z.size)
+    assert np.all(x >= 0.0)
+    np.testing.assert_allclose(x.sum(-1), 1.0, atol=1e-4)
+    mean = cc_mean(z).numpy()
+    se = x.std(0) / np.sqrt(n)
+    z_scores = np.abs(x.mean(0) - mean) / np.maximum(se, 1e-300)
+    assert np.max(z_scores) < Z_MAX, (name, np.max(z_scores))
+
+
+def _k3_marginal_density(z, coord: int):
+    """Unnormalised marginal density of x_coord for K=3 by numerical integration."""
+    others = [i for i in range(3) if i != coord]
+
+    def density(t):
+        def inner(s):
+            x = np.empty(3)
+            x[coord], x[others[0]], x[others[1]] = t, s, 1.0 - t - s
+            return np.exp(np.dot(z, x) - z.max())
+
+        return integrate.quad(inner, 0.0, 1.0 - t, epsabs=0, epsrel=1e-11)[0]
+
+    return density
+
+
+@pytest.mark.parametrize(
+    "z,coord",
+    [
+        ([1.0, -0.5, 0.3], 0),
+        ([1.0, -0.5, 0.3], 1),
+        ([0.0, -3.0, -80.0], 2),
+        ([0.0, -3.0, -80.0], 1),
+    ],
+)
+def test_k3_marginals_vs_numerical_marginals(z, coord):
+    # KS test of one coordinate against its marginal CDF obtained by
+    # integrating the closed-form joint density twice with scipy.
+    z = np.asarray(z)
+    rate = max(1.0, z.max() - z[coord])  # the marginal lives on ~[0, 40/rate]
+    cdf = _marginal_cdf(_k3_marginal_density(z, coord), 0.0, 1.0, 1.0 / rate)
+    x = _cc(z, dtype=np.float32).sample(20000, seed=(21, 22)).numpy()
+    p_value = stats.kstest(x[:, coord].astype(np.float64), cdf).pvalue
+    assert p_value > 1e-3, p_value
+
+
+def test_k5_marginal_vs_mpmath_marginal():
+    # x_0 = t has density ∝ exp(z_0 t) (1-t)^(K-2) exp[(1-t) z_{1:}] (the
+    # remaining mass is a scaled K-1 simplex), evaluated with mpmath.
+    z = np.array([0.5, -1.0, 2.0, 0.1, -4.0])
+
+    def density(t):
+        if t >= 1.0:
+            return 0.0
+        inner = _dd_exp(list((1.0 - t) * z[1:]), dps=40)
+        return float(mpmath.exp(z[0] * t - 2.0) * (1.0 - t) ** 3 * inner)
+
+    grid = np.linspace(0.0, 1.0, 2001)
+    pdf = np.array([density(t) for t in grid])
+    cdf = integrate.cumulative_trapezoid(pdf, grid, initial=0.0)
+    cdf /= cdf[-1]
+    x = _cc(z, dtype=np.float32).sample(20000, seed=(31, 32)).numpy()
+    p_value = stats.kstest(
+        x[:, 0].astype(np.float64), lambda t: np.interp(t, grid, cdf)
+    ).pvalue
+    assert p_value > 1e-3, p_value
+
+
+@pytest.mark.parametrize(
+    "z",
+    [
+        np.zeros(4),
+        np.array([0.0, -100.0]),
+        np.array([0.0] + [-1000.0] * 49),
+        np.linspace(0, -30, 30),
+    ],
+)
+def test_acceptance_rate_formula_matches_empirical(z):
+    # The closed-form acceptance probability vs the sampler's own count of
+    # proposals: accepted / proposals is a binomial proportion.
+    dist = _cc(z)
+    rate = float(dist.sampler_acceptance_rate())
+    n = 20000
+    _, proposals = _sample_cc(n, tf.constant(z), seed=(41, 42))
+    empirical = n / int(proposals)
+    se = np.sqrt(rate * (1.0 - rate) / int(proposals)) + 1e-12
+    assert abs(empirical - rate) < Z_MAX * se, (empirical, rate)
+    assert 0.0 < rate <= 1.0
+    if np.all(z == z[0]):
+        np.testing.assert_allclose(rate, 1.0, rtol=1e-10)
+
+
+def test_sampling_is_seeded_and_stateless():
+    dist = _cc(np.linspace(0.0, -5.0, 7), dtype=np.float32)
+    a = dist.sample(50, seed=(1, 2)).numpy()
+    b = dist.sample(50, seed=(1, 2)).numpy()
+    c = dist.sample(50, seed=(1, 3)).numpy()
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+    sample_fn = tf.function(lambda seed: dist.sample(50, seed=seed))
+    np.testing.assert_array_equal(sample_fn(tf.constant([1, 2])), a)
+
+
+def test_sampling_nonfinite_logits_gives_nan_rows_only():
+    dist = _cc(
+        [[0.0, 1.0, 2.0], [0.0, np.nan, 1.0], [np.inf, 0.0, 0.0]], dtype=np.float32
+    )
+    x = dist.sample(5, seed=(3, 3)).numpy()
+    assert np.all(np.isfinite(x[:, 0])) and np.all(np.isnan(x[:, 1:]))
+
+
+# --------------------------------------------------------------------------
+# Shapes and dtypes.
+
+
+def test_batch_shapes_and_broadcasting():
+    z = np.random.default_rng(3).normal(size=(2, 3, 4))
+    dist = _cc(z, dtype=np.float32)
+    assert dist.batch_shape == (2, 3) and dist.event_shape == (4,)
+    np.testing.assert_array_equal(dist.batch_shape_tensor(), [2, 3])
+    np.testing.assert_array_equal(dist.event_shape_tensor(), [4])
+    assert dist.sample(5, seed=(1, 1)).shape == (5, 2, 3, 4)
+    assert dist.sample([5, 6], seed=(1, 1)).shape == (5, 6, 2, 3, 4)
+    assert dist.mean().shape == (2, 3, 4)
+    assert dist.variance().shape == (2, 3, 4)
+    assert dist.covariance().shape == (2, 3, 4, 4)
+    assert dist.entropy().shape == (2, 3)
+    assert dist.mode().shape == (2, 3, 4)
+    assert dist.log_normalizer().shape == (2, 3)
+    assert dist.sampler_acceptance_rate().shape == (2, 3)
+    x = np.full(4, 0.25, np.float32)
+    assert dist.log_prob(x).shape == (2, 3)
+    assert dist.log_prob(np.broadcast_to(x, (7, 1, 1, 4))).shape == (7, 2, 3)
+    assert dist.log_prob(np.broadcast_to(x, (3, 4))).shape == (2, 3)
+    # Row-by-row agreement with unbatched distributions.
+    xs = np.random.default_rng(4).dirichlet(np.ones(4), size=(2, 3)).astype(np.float32)
+    batched = dist.log_prob(xs).numpy()
+    for i in range(2):
+        for j in range(3):
+            single = _cc(z[i, j], dtype=np.float32).log_prob(xs[i, j]).numpy()
+            np.testing.assert_allclose(batched[i, j], single, rtol=1e-5)
+    # KL broadcasts batch shapes [2, 1] and [3].
+    kl = tfd.kl_divergence(_cc(z[:, :1, :]), _cc(z[0]))
+    assert kl.shape == (2, 3)
+    # Slicing through TFP's parameter properties.
+    assert dist[0].batch_shape == (3,) and dist[:, 1:].batch_shape == (2, 2)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_dtypes(dtype):
+    dist = _cc([0.0, 1.0, -2.0], dtype=dtype)
+    assert dist.dtype == dtype
+    for value in [
+        dist.sample(3, seed=(1, 2)),
+        dist.mean(),
+        dist.entropy(),
+        dist.log_prob([0.2, 0.3, 0.5]),
+    ]:
+        assert value.dtype == dtype
+    np.testing.assert_allclose(
+        dist.mean().numpy().astype(np.float64),
+        cc_mean(np.array([0.0, 1.0, -2.0])),
+        rtol=2e-3,
+    )
+
+
+def test_log_prob_is_differentiable_in_logits():
+    z = tf.Variable([0.5, -1.0, 2.0], dtype=tf.float64)
+    x = tf.constant([0.2, 0.3, 0.5], tf.float64)
+    with tf.GradientTape() as tape:
+        lp = ContinuousCategorical(logits=z).log_prob(x)
+    # d/dz (z·x - A(z)) = x - mean.
+    np.testing.assert_allclose(tape.gradient(lp, z), x - cc_mean(z.numpy()), rtol=1e-12)
+    np.testing.assert_allclose(
+        lp, float(np.dot(z.numpy(), x)) - cc_log_partition(z.numpy())
+    )
+
+
+# --------------------------------------------------------------------------
+# Argument validation.
+
+
+def test_constructor_errors():
+    with pytest.raises(ValueError, match="exactly one"):
+        ContinuousCategorical()
+    with pytest.raises(ValueError, match="exactly one"):
+        ContinuousCategorical(logits=[0.0, 1.0], probs=[0.5, 0.5])
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        ContinuousCategorical(logits=[[0.0]])
+    with pytest.raises(ValueError, match="at least one dimension"):
+        ContinuousCategorical(logits=0.0)
+
+
+def test_validate_args_errors():
+    with pytest.raises(tf.errors.InvalidArgumentError, match="strictly positive"):
+        ContinuousCategorical(probs=[0.0, 1.0], validate_args=True)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="sum to 1"):
+        ContinuousCategorical(probs=[0.5, 0.6], validate_args=True)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="finite"):
+        ContinuousCategorical(logits=[0.0, np.inf], validate_args=True)
+    dist = ContinuousCategorical(logits=[0.0, 1.0, 2.0], validate_args=True)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="negative"):
+        dist.log_prob([0.5, 0.6, -0.1])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="sum to 1"):
+        dist.prob([0.2, 0.2, 0.2])
+    # Valid points (incl. a float32 sample of K=3) pass validation.
+    assert np.isfinite(dist.log_prob(dist.sample(10, seed=(1, 1))).numpy()).all()
+    assert np.isfinite(dist.log_prob([1.0, 0.0, 0.0]).numpy())
