@@ -202,14 +202,18 @@ def _logits_from_pred(y_pred, from_logits: bool, fn_name: str):
 def _cc_nll(y_true, logits, axis: int):
     """A(z) - y·z, computed on logits shifted so their max is 0.
 
-    The shift is exact (A(z - c) = A(z) - c and sum(y) = 1) and keeps the two
-    terms small when the logits carry a large common offset, where their
-    difference would otherwise cancel. The shift is a constant for the
-    gradient, which stays exactly mean(z) - y.
+    With c = max z: A(z) - y·z = A(z - c) - y·(z - c) + c·(1 - sum(y)). The
+    shifted terms stay small when the logits carry a large common offset,
+    where A(z) and y·z would otherwise cancel; the last term is ~0 for
+    targets on the simplex but keeps the value exactly A(z) - y·z for any
+    target (e.g. float32 targets, whose sums are 1 only to ~1e-7, at large
+    offsets). The shift is a constant for the gradient, which stays exactly
+    mean(z) - y.
     """
     shift = ops.stop_gradient(ops.max(logits, axis=axis, keepdims=True))
-    logits = logits - shift
-    return cc_log_partition(logits, axis=axis) - ops.sum(y_true * logits, axis=axis)
+    shifted = logits - shift
+    value = cc_log_partition(shifted, axis=axis) - ops.sum(y_true * shifted, axis=axis)
+    return value + ops.squeeze(shift, axis) * (1.0 - ops.sum(y_true, axis=axis))
 
 
 @keras.saving.register_keras_serializable(package="keras_cc")
@@ -406,14 +410,16 @@ def _keep_softmax_logits(loss_dtype, y_pred):
         keras.backend.standardize_dtype(loss_dtype)
     ):
         return y_pred
-    mask = keras.backend.get_keras_mask(y_pred)
+    # TensorFlow tensors take attributes directly (Keras stores its masks
+    # there too), so plain attribute access is enough on this backend.
     cast = ops.cast(y_pred, loss_dtype)
     try:
         cast._keras_logits = ops.cast(logits, loss_dtype)
+        mask = getattr(y_pred, "_keras_mask", None)
+        if mask is not None:
+            cast._keras_mask = mask
     except AttributeError:
         return y_pred
-    if mask is not None:
-        keras.backend.set_keras_mask(cast, mask)
     return cast
 
 

@@ -1,0 +1,720 @@
+"""Tests of keras_cc.losses against independent references.
+
+Backend-agnostic: CI runs this module under the TensorFlow backend and again
+with KERAS_BACKEND=jax. Backend-specific behaviour (softmax-logit recovery,
+graph-mode asserts) is asserted per backend, never skipped.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import _cc_reference as ref
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from keras_cc import losses as cc_losses
+
+BACKEND = keras.backend.backend()
+RNG = np.random.default_rng(20201105)
+# Most tests use batches of B rows and K in {2, 3, 5, 10, 100}: on JAX every
+# new eager shape costs seconds of compilation, so shapes are shared.
+B = 6
+
+
+def _np(x) -> np.ndarray:
+    return np.asarray(ops.convert_to_numpy(x))
+
+
+def _distinct_logits(shape, scale=3.0, min_gap=1e-2):
+    """Random logits whose entries along the last axis are >= min_gap apart
+    (the explicit-formula reference needs distinct nodes)."""
+    while True:
+        z = RNG.normal(size=shape, scale=scale).astype(np.float32)
+        gaps = np.abs(z[..., :, None] - z[..., None, :])
+        gaps += np.eye(shape[-1]) * 1e9
+        if gaps.min() >= min_gap:
+            return z
+
+
+def _soft_targets(shape):
+    y = RNG.dirichlet(np.ones(shape[-1]), size=shape[:-1]).astype(np.float32)
+    return y
+
+
+def _value_and_grad(fn, x):
+    """(fn(x), d fn / dx) for a scalar fn, with the backend's autodiff."""
+    x = ops.convert_to_tensor(x)
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            value = fn(x)
+        return _np(value), _np(tape.gradient(value, x))
+    if BACKEND == "jax":
+        import jax
+
+        value, grad = jax.value_and_grad(fn)(x)
+        return _np(value), _np(grad)
+    raise AssertionError(f"tests support tensorflow and jax, not {BACKEND}")
+
+
+def _jit(fn):
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(fn)
+    import jax
+
+    return jax.jit(fn)
+
+
+def _nll_tol(y, z, rel=1e-5):
+    """Float32 bar: 1e-5 relative to the size of the terms that are summed."""
+    z = np.asarray(z, np.float64)
+    zs = z - z.max(axis=-1, keepdims=True)
+    return rel * (1.0 + np.abs(ref.nll_rows(y, zs)) + np.sum(np.abs(y * zs), -1))
+
+
+# ---------------------------------------------------------------- values
+
+
+@pytest.mark.parametrize("num_classes", [2, 3, 5, 8])
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+def test_value_matches_mpmath_explicit_formula(num_classes, label_smoothing):
+    z = _distinct_logits((6, num_classes))
+    y = _soft_targets((6, num_classes))
+    y[0] = np.eye(num_classes, dtype=np.float32)[1]  # a one-hot row too
+    got = _np(
+        cc_losses.continuous_categorical_crossentropy(
+            y, z, from_logits=True, label_smoothing=label_smoothing
+        )
+    )
+    y_s = ref.smooth(y, label_smoothing)
+    want = ref.nll_rows(y_s, z)
+    assert got.dtype == np.float32 and got.shape == (6,)
+    np.testing.assert_array_less(np.abs(got - want), _nll_tol(y_s, z))
+
+
+def test_value_float64_matches_mpmath_to_1e_10():
+    z = _distinct_logits((B, 5)).astype(np.float64) * 7.0
+    y = _soft_targets((B, 5)).astype(np.float64)
+    got = _np(cc_losses.continuous_categorical_crossentropy(y, z, from_logits=True))
+    assert got.dtype == np.float64
+    np.testing.assert_allclose(got, ref.nll_rows(y, z), rtol=0, atol=1e-10)
+
+
+def test_k2_equals_continuous_bernoulli():
+    """K=2 is the continuous Bernoulli with logit a - b (a peer's code)."""
+    import tensorflow_probability as tfp
+
+    n = 10 * B
+    a = RNG.normal(size=n, scale=4.0)
+    b = RNG.normal(size=n, scale=4.0)
+    a[:4] = [0.3, 1e-3, -20.0, 40.0]  # near 1/2 and far from it
+    b[:4] = [0.3 - 1e-4, 0.0, 15.0, -30.0]
+    t = RNG.uniform(0.01, 0.99, size=n)
+    logits = np.stack([a, b], -1).astype(np.float32)
+    y = np.stack([t, 1 - t], -1).astype(np.float32)
+    # Batches of B rows: one compiled shape per test session (JAX eager).
+    got = np.concatenate(
+        [
+            _np(
+                cc_losses.continuous_categorical_crossentropy(
+                    y[i : i + B], logits[i : i + B], from_logits=True
+                )
+            )
+            for i in range(0, n, B)
+        ]
+    )
+    cb = tfp.distributions.ContinuousBernoulli(
+        logits=logits[:, 0].astype(np.float64) - logits[:, 1].astype(np.float64)
+    )
+    want = -np.asarray(cb.log_prob(y[:, 0].astype(np.float64)))
+    scale = np.abs(y[:, 0] * (a - b)) + np.abs(b)
+    np.testing.assert_array_less(np.abs(got - want), 1e-5 * (1 + np.abs(want) + scale))
+
+
+def test_ties_and_large_offset_identities():
+    # A(c·1) = c - log((K-1)!), so with any target summing to exactly 1 the
+    # loss is -log((K-1)!) whatever the offset c. (One-hot targets: a float32
+    # 1/K summed K times misses 1 by ~K·eps, which the exact formula
+    # multiplies by c.)
+    offsets = np.array([0.0, -50.0, 1e4, -1e4, 3.5, 300.0], np.float32)
+    for k in (3, 10, 100):
+        z = np.repeat(offsets[:, None], k, axis=1)
+        y = np.eye(k, dtype=np.float32)[np.arange(B) % k]
+        y[0] = 1.0 / k  # uniform too, at offset 0
+        got = _np(cc_losses.continuous_categorical_crossentropy(y, z, from_logits=True))
+        np.testing.assert_allclose(got, -math.lgamma(k), rtol=1e-5, atol=1e-5)
+    # A large common offset: float64 targets summing to 1, value vs mpmath
+    # on the offset logits themselves.
+    z = _distinct_logits((B, 5)).astype(np.float64) + 1e4
+    y = _soft_targets((B, 5)).astype(np.float64)
+    y /= y.sum(-1, keepdims=True)
+    got = _np(cc_losses.continuous_categorical_crossentropy(y, z, from_logits=True))
+    np.testing.assert_allclose(got, ref.nll_rows(y, z), rtol=0, atol=1e-9)
+    # float32: dyadic targets sum to exactly 1, so the value is conditioned
+    # like A(z - max z) (for float-rounded targets summing to 1 +- 6e-8 the
+    # exact value itself moves by max(z) * 6e-8 ~ 6e-4 at this offset).
+    z32 = z.astype(np.float32)
+    y32 = np.tile(np.array([0.5, 0.25, 0.125, 0.0625, 0.0625], np.float32), (B, 1))
+    got32 = _np(
+        cc_losses.continuous_categorical_crossentropy(y32, z32, from_logits=True)
+    )
+    np.testing.assert_array_less(
+        np.abs(got32 - ref.nll_rows(y32, z32)), _nll_tol(y32, z32)
+    )
+
+
+def test_far_vertex_label_smoothing_optimum_region():
+    """One large logit and K-1 tight ones: the CC-LS optimum's shape."""
+    k = 10
+    z = np.zeros((B, k), np.float32)
+    z[:, 0] = [10.0, 30.0, 100.0, 300.0, 1000.0, -5.0]
+    z[:, 1:] += np.linspace(0, 0.09, k - 1, dtype=np.float32)  # distinct, tight
+    y = ref.smooth(np.eye(k)[[0] * B], 0.1).astype(np.float32)
+    got = _np(cc_losses.continuous_categorical_crossentropy(y, z, from_logits=True))
+    want = ref.nll_rows(y, z)
+    np.testing.assert_array_less(np.abs(got - want), _nll_tol(y, z))
+
+
+def test_axis_argument():
+    z = _distinct_logits((2, 4, 3))  # classes on axis 1
+    y = _soft_targets((2, 3, 4)).transpose(0, 2, 1).copy()
+    got = _np(
+        cc_losses.continuous_categorical_crossentropy(y, z, from_logits=True, axis=1)
+    )
+    want = ref.nll_rows(y.transpose(0, 2, 1), z.transpose(0, 2, 1))
+    assert got.shape == (2, 3)
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    loss = cc_losses.ContinuousCategoricalCrossentropy(
+        from_logits=True, axis=1, reduction=None
+    )
+    np.testing.assert_allclose(_np(loss(y, z)), want, atol=1e-4)
+
+
+def test_label_smoothing_one_is_uniform_target():
+    z = _distinct_logits((B, 5))
+    y = np.eye(5, dtype=np.float32)[np.arange(B) % 5]
+    got = _np(
+        cc_losses.continuous_categorical_crossentropy(
+            y, z, from_logits=True, label_smoothing=1.0
+        )
+    )
+    np.testing.assert_allclose(got, ref.nll_rows(np.full((B, 5), 0.2), z), atol=1e-4)
+
+
+# ------------------------------------------------------------- gradients
+
+
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+def test_gradient_is_mean_minus_target(label_smoothing):
+    z = _distinct_logits((B, 5))
+    y = _soft_targets((B, 5))
+
+    def total(logits):
+        return ops.sum(
+            cc_losses.continuous_categorical_crossentropy(
+                y, logits, from_logits=True, label_smoothing=label_smoothing
+            )
+        )
+
+    _, grad = _value_and_grad(total, z)
+    want = np.stack([ref.mean(row) for row in z]) - ref.smooth(y, label_smoothing)
+    np.testing.assert_allclose(grad, want, atol=2e-5)
+
+
+def test_gradient_finite_at_ties_and_extremes():
+    z = np.array(
+        [
+            [0.0] * 5,
+            [1e-7, 0, 0, 0, 0],
+            [500.0, 0, 0, 0, 0],
+            [-1e4] * 5,
+            [0.0, 1e-6, 2e-6, 800.0, 800.0],
+            [0.0, 1.0, 2.0, 3.0, 4.0],
+        ],
+        np.float32,
+    )
+    y = ref.smooth(np.eye(5)[[0, 1, 2, 3, 4, 0]], 0.1).astype(np.float32)
+
+    def total(logits):
+        return ops.sum(
+            cc_losses.continuous_categorical_crossentropy(y, logits, from_logits=True)
+        )
+
+    value, grad = _value_and_grad(total, z)
+    assert np.isfinite(value) and np.all(np.isfinite(grad))
+    # The NUMERICS.md float32 bar on the mean: 1e-5 + 1e-3 * mean.
+    mu = np.stack([ref.mean(row) for row in z])
+    np.testing.assert_array_less(np.abs(grad - (mu - y)), 1e-5 + 1e-3 * mu + 1e-7)
+    np.testing.assert_allclose(grad[0], 1 / 5 - y[0], atol=1e-6)
+
+
+# ---------------------------------------------------- probabilities input
+
+
+def test_from_probabilities_uses_clipped_log():
+    p = RNG.dirichlet(np.ones(5), size=B).astype(np.float32)
+    p[0] = [1.0, 0.0, 0.0, 0.0, 0.0]  # exercises the clip
+    y = _soft_targets((B, 5))
+    got = _np(cc_losses.continuous_categorical_crossentropy(y, p))
+    eps = keras.backend.epsilon()
+    z = np.log(np.clip(p.astype(np.float64), eps, 1 - eps))
+    want = ref.nll_rows(y, z)
+    np.testing.assert_array_less(np.abs(got - want), _nll_tol(y, z, rel=3e-5))
+
+
+def test_softmax_output_logits_recovered_on_tensorflow():
+    """TF: the logits behind a Keras softmax are used (gap 100 > clip's ~16).
+    JAX arrays carry no logits, so there the clipped probabilities are used."""
+    z = np.concatenate(
+        [np.array([[100.0, 0.5, 0.0], [0.0, 1.0, 2.0]]), _distinct_logits((B - 2, 3))]
+    ).astype(np.float32)
+    y = ref.smooth(np.eye(3)[np.arange(B) % 3 * 2 % 3], 0.1).astype(np.float32)
+    probs = keras.activations.softmax(ops.convert_to_tensor(z))
+    loss = cc_losses.ContinuousCategoricalCrossentropy(reduction=None)
+    got = _np(loss(y, probs))
+    from_logits = ref.nll_rows(y, z)
+    eps = keras.backend.epsilon()
+    clipped_z = np.log(np.clip(_np(probs).astype(np.float64), eps, 1 - eps))
+    from_clipped = ref.nll_rows(y, clipped_z)
+    assert abs(from_logits[0] - from_clipped[0]) > 1.0  # the paths differ
+    want = from_logits if BACKEND == "tensorflow" else from_clipped
+    np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+def test_softmax_op_recovered_in_tf_graph_or_clipped_in_jax_jit():
+    z = np.concatenate(
+        [np.array([[40.0, 0.5, 0.0]]), _distinct_logits((B - 1, 3))]
+    ).astype(np.float32)
+    y = ref.smooth(np.eye(3)[np.arange(B) % 3], 0.1).astype(np.float32)
+
+    def fn(logits):
+        if BACKEND == "tensorflow":
+            import tensorflow as tf
+
+            probs = tf.nn.softmax(logits)  # no _keras_logits: graph op lookup
+        else:
+            probs = ops.softmax(logits)
+        return cc_losses.continuous_categorical_crossentropy(y, probs)
+
+    got = _np(_jit(fn)(ops.convert_to_tensor(z)))
+    eps = keras.backend.epsilon()
+    e = np.exp(z.astype(np.float64) - z.max(-1, keepdims=True))
+    p = e / e.sum(-1, keepdims=True)
+    clipped = ref.nll_rows(y, np.log(np.clip(p, eps, 1 - eps)))
+    want = ref.nll_rows(y, z) if BACKEND == "tensorflow" else clipped
+    np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+def test_from_logits_true_on_softmax_output_warns_like_keras():
+    probs = keras.activations.softmax(
+        ops.convert_to_tensor(np.zeros((B, 3), np.float32))
+    )
+    y = np.full((B, 3), 1 / 3, np.float32)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cc_losses.continuous_categorical_crossentropy(y, probs, from_logits=True)
+    warned = any("softmax" in str(w.message) for w in caught)
+    assert warned == (BACKEND == "tensorflow")
+
+
+# ------------------------------------------------------------ sparse
+
+
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.2])
+def test_sparse_equals_dense_on_one_hot(label_smoothing):
+    z = _distinct_logits((B, 5))
+    labels = RNG.integers(0, 5, size=B)
+    dense = _np(
+        cc_losses.continuous_categorical_crossentropy(
+            np.eye(5, dtype=np.float32)[labels],
+            z,
+            from_logits=True,
+            label_smoothing=label_smoothing,
+        )
+    )
+    want = ref.nll_rows(ref.smooth(np.eye(5)[labels], label_smoothing), z)
+    for lab in (labels, labels[:, None]):
+        loss = cc_losses.SparseContinuousCategoricalCrossentropy(
+            from_logits=True, label_smoothing=label_smoothing, reduction=None
+        )
+        got = _np(loss(lab, z))
+        np.testing.assert_allclose(got, dense, atol=1e-6)
+        np.testing.assert_allclose(got, want, atol=1e-4)
+    fn = _np(
+        cc_losses.sparse_continuous_categorical_crossentropy(
+            labels, z, from_logits=True, label_smoothing=label_smoothing
+        )
+    )
+    np.testing.assert_allclose(fn, dense, atol=1e-6)
+
+
+# --------------------------------------------- reductions, weights, masks
+
+
+@pytest.mark.parametrize(
+    "reduction", ["sum", "sum_over_batch_size", "mean", "mean_with_sample_weight", None]
+)
+@pytest.mark.parametrize("weighted", [False, True])
+def test_reductions_and_sample_weights_match_keras_semantics(reduction, weighted):
+    z = _distinct_logits((B, 5))
+    y = _soft_targets((B, 5))
+    sw = RNG.uniform(0.0, 2.0, size=B).astype(np.float32) if weighted else None
+    # The reference reduction reproduces Keras' own CategoricalCrossentropy on
+    # the same inputs, so it is Keras' semantics, not our reading of them.
+    cce_none = _np(
+        keras.losses.CategoricalCrossentropy(from_logits=True, reduction=None)(y, z)
+    )
+    cce = _np(
+        keras.losses.CategoricalCrossentropy(from_logits=True, reduction=reduction)(
+            y, z, sample_weight=sw
+        )
+    )
+    np.testing.assert_allclose(
+        cce, ref.reduce(cce_none, sw, reduction=reduction), rtol=1e-5
+    )
+
+    per_example = ref.nll_rows(y, z)
+    got = _np(
+        cc_losses.ContinuousCategoricalCrossentropy(
+            from_logits=True, reduction=reduction
+        )(y, z, sample_weight=sw)
+    )
+    np.testing.assert_allclose(
+        got, ref.reduce(per_example, sw, reduction=reduction), rtol=1e-4, atol=1e-5
+    )
+
+
+def test_per_timestep_sample_weights_and_masks_match_keras_semantics():
+    """[B, T, K] outputs of a masked sequence model, 2-D sample weights."""
+    b, t, f, k = 3, 4, 2, 3
+    x = RNG.normal(size=(b, t, f)).astype(np.float32)
+    x[0, 2:] = 0.0  # masked steps
+    x[2, 3:] = 0.0
+    inputs = keras.Input((t, f))
+    masked = keras.layers.Masking(mask_value=0.0)(inputs)
+    outputs = keras.layers.Dense(
+        k, kernel_initializer=keras.initializers.RandomNormal(stddev=3.0, seed=1)
+    )(masked)
+    model = keras.Model(inputs, outputs)
+    z = model(x)
+    mask = _np(z._keras_mask) if hasattr(z, "_keras_mask") else np.any(x != 0, axis=-1)
+    assert mask.sum() == b * t - 3
+    y = _soft_targets((b, t, k))
+    sw = RNG.uniform(0.5, 1.5, size=(b, t)).astype(np.float32)
+    per_step = ref.nll_rows(y, _np(z))
+    cce_none = _np(
+        keras.losses.CategoricalCrossentropy(from_logits=True, reduction=None)(
+            y, _np(z)
+        )
+    )
+    for reduction in ("sum_over_batch_size", "sum", "mean_with_sample_weight"):
+        for weights in (None, sw):
+            keras_value = _np(
+                keras.losses.CategoricalCrossentropy(
+                    from_logits=True, reduction=reduction
+                )(y, z, sample_weight=weights)
+            )
+            np.testing.assert_allclose(
+                keras_value, ref.reduce(cce_none, weights, mask, reduction), rtol=1e-5
+            )
+            got = _np(
+                cc_losses.ContinuousCategoricalCrossentropy(
+                    from_logits=True, reduction=reduction
+                )(y, z, sample_weight=weights)
+            )
+            np.testing.assert_allclose(
+                got, ref.reduce(per_step, weights, mask, reduction), rtol=1e-4
+            )
+
+
+# --------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    "bad, what",
+    [
+        ([[0.5, 0.6, -0.1], [0.2, 0.3, 0.5]], "negative"),
+        ([[0.5, 0.4, 0.0], [0.2, 0.3, 0.5]], "sum to 1"),
+        ([[0.0, 0.0, 0.0], [0.2, 0.3, 0.5]], "sum to 1"),
+        ([[np.nan, 0.5, 0.5], [0.2, 0.3, 0.5]], "finite"),
+    ],
+)
+def test_invalid_targets_raise_value_error_eagerly(bad, what):
+    z = _distinct_logits((B, 3))
+    bad = np.concatenate([bad, np.full((B - 2, 3), 0.25)]).astype(np.float32)
+    bad[2:, 2] = 0.5
+    loss = cc_losses.ContinuousCategoricalCrossentropy(
+        from_logits=True, label_smoothing=0.1
+    )
+    with pytest.raises(ValueError, match="y_true") as info:
+        loss(bad, z)
+    assert what in str(info.value)
+    with pytest.raises(ValueError, match="y_true"):
+        cc_losses.continuous_categorical_crossentropy(bad, z, from_logits=True)
+    # Opting out computes the formula as written (nothing renormalised).
+    got = _np(
+        cc_losses.ContinuousCategoricalCrossentropy(
+            from_logits=True, validate_targets=False, reduction=None
+        )(bad, z)
+    )
+    if what != "finite":
+        np.testing.assert_allclose(got, ref.nll_rows(bad, z), atol=1e-4)
+
+
+def test_target_sum_tolerance_is_1e_3_for_float32():
+    z = _distinct_logits((B, 5))
+    ok = np.full((B, 5), 0.2, np.float32)
+    bad = ok.copy()
+    ok[0, 4] = 0.2008
+    bad[0, 4] = 0.2012
+    cc_losses.continuous_categorical_crossentropy(ok, z, from_logits=True)
+    with pytest.raises(ValueError, match="y_true"):
+        cc_losses.continuous_categorical_crossentropy(bad, z, from_logits=True)
+
+
+def test_sparse_labels_out_of_range_raise():
+    z = _distinct_logits((2, 3))
+    for labels in ([0, 3], [-1, 0]):
+        with pytest.raises(ValueError, match="y_true"):
+            cc_losses.SparseContinuousCategoricalCrossentropy(from_logits=True)(
+                np.array(labels), z
+            )
+
+
+def test_invalid_targets_in_compiled_code():
+    """TF graphs assert at run time; JAX traces cannot check (documented)."""
+    z = ops.convert_to_tensor(_distinct_logits((B, 3)))
+    bad = np.full((B, 3), 0.25, np.float32)
+    bad[:, 2] = 0.5
+    bad[0] = [0.5, 0.6, -0.1]
+    bad = ops.convert_to_tensor(bad)
+    fn = _jit(
+        lambda a, b: cc_losses.continuous_categorical_crossentropy(
+            a, b, from_logits=True
+        )
+    )
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        with pytest.raises(tf.errors.InvalidArgumentError, match="y_true"):
+            fn(bad, z)
+    else:
+        assert np.all(np.isfinite(_np(fn(bad, z))))
+
+
+def test_shape_mismatch_raises_at_trace_time():
+    z = _distinct_logits((2, 4))
+    y = np.full((2, 3), 1 / 3, np.float32)
+    with pytest.raises(ValueError, match="shape"):
+        cc_losses.continuous_categorical_crossentropy(y, z, from_logits=True)
+    fn = _jit(
+        lambda a, b: cc_losses.continuous_categorical_crossentropy(
+            a, b, from_logits=True
+        )
+    )
+    with pytest.raises(ValueError, match="shape"):
+        fn(ops.convert_to_tensor(y), ops.convert_to_tensor(z))
+    with pytest.raises(ValueError, match="y_true"):
+        cc_losses.sparse_continuous_categorical_crossentropy(
+            np.array([[0, 1]]), z, from_logits=True
+        )
+
+
+def test_bad_arguments():
+    z = _distinct_logits((2, 3))
+    y = np.full((2, 3), 1 / 3, np.float32)
+    with pytest.raises(ValueError, match="label_smoothing"):
+        cc_losses.continuous_categorical_crossentropy(y, z, label_smoothing=1.5)
+    with pytest.raises(ValueError, match="axis"):
+        cc_losses.continuous_categorical_crossentropy(y, z, axis=True)
+    with pytest.raises(ValueError, match="reduction"):
+        cc_losses.ContinuousCategoricalCrossentropy(reduction="average")
+
+
+# ------------------------------------------------------- mixed precision
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_loss_is_float32(policy):
+    half = policy.split("_")[1]
+    z_half = ops.cast(
+        ops.convert_to_tensor(_distinct_logits((B, 5), min_gap=0.05)), half
+    )
+    z32 = _np(ops.cast(z_half, "float32"))
+    y = _soft_targets((B, 5))
+    per_example = _np(
+        cc_losses.continuous_categorical_crossentropy(y, z_half, from_logits=True)
+    )
+    assert per_example.dtype == np.float32
+    np.testing.assert_array_less(
+        np.abs(per_example - ref.nll_rows(y, z32)), _nll_tol(y, z32)
+    )
+
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        model = keras.Sequential(
+            [
+                keras.Input((3,)),
+                keras.layers.Dense(8, activation="tanh"),
+                keras.layers.Dense(5),
+            ]
+        )
+        x = RNG.normal(size=(B, 3)).astype(np.float32)
+        logits = model(x)
+        assert keras.backend.standardize_dtype(logits.dtype) == half
+        loss = cc_losses.ContinuousCategoricalCrossentropy(
+            from_logits=True, label_smoothing=0.1
+        )
+        value = loss(y, logits)
+        assert keras.backend.standardize_dtype(value.dtype) == "float32"
+        want = ref.reduce(
+            ref.nll_rows(ref.smooth(y, 0.1), _np(ops.cast(logits, "float32")))
+        )
+        np.testing.assert_allclose(_np(value), want, rtol=1e-4, atol=1e-5)
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def test_mixed_float16_softmax_head_keeps_logits():
+    """A float16 softmax output is cast to float32 by the loss; on TF the
+    logits behind it must survive that cast (gap 40 > the clip's ~16)."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        model = keras.Sequential(
+            [
+                keras.Input((3,)),
+                keras.layers.Dense(
+                    3,
+                    activation="softmax",
+                    kernel_initializer="zeros",
+                    bias_initializer=keras.initializers.Constant([40.0, 0.5, 0.0]),
+                ),
+            ]
+        )
+        x = np.ones((B, 3), np.float32)
+        y = ref.smooth(np.eye(3)[np.arange(B) % 3], 0.1).astype(np.float32)
+        got = _np(
+            cc_losses.ContinuousCategoricalCrossentropy(reduction=None)(y, model(x))
+        )
+    finally:
+        keras.config.set_dtype_policy(previous)
+    z = np.tile(np.array([40.0, 0.5, 0.0]), (B, 1))
+    p16 = np.exp(z - 40.0) / np.exp(z - 40.0).sum(-1, keepdims=True)
+    eps = keras.backend.epsilon()
+    clipped = ref.nll_rows(
+        y, np.log(np.clip(p16.astype(np.float16).astype(np.float64), eps, 1 - eps))
+    )
+    if BACKEND == "tensorflow":
+        np.testing.assert_allclose(got, ref.nll_rows(y, z), atol=1e-4)
+    else:
+        np.testing.assert_allclose(got, clipped, rtol=1e-3)
+
+
+# ------------------------------------------------------------ training
+
+
+class _FiniteCheckingAdam(keras.optimizers.Adam):
+    """Adam that counts the steps whose gradients had a non-finite entry."""
+
+    def build(self, variables):
+        super().build(variables)
+        self.nonfinite_steps = self.add_variable(
+            shape=(), initializer="zeros", dtype="float32", name="nonfinite_steps"
+        )
+
+    def apply(self, grads, trainable_variables=None):
+        grads = list(grads)
+        finite = ops.all(ops.stack([ops.all(ops.isfinite(g)) for g in grads]))
+        # super().apply builds the optimizer (and our counter) on first use.
+        result = super().apply(grads, trainable_variables)
+        self.nonfinite_steps.assign_add(ops.where(finite, 0.0, 1.0))
+        return result
+
+
+class _BatchLosses(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        self.values = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.values.append(float(logs["loss"]))
+
+
+@pytest.mark.parametrize("num_classes", [10, 100])
+def test_cc_label_smoothing_training_500_steps_stays_finite(num_classes):
+    """CC-LS (alpha=0.1) from random init, 500 jit-compiled Adam steps.
+
+    Training drives the logit spread from ~0 towards the CC-LS optimum (gaps
+    near 100), through every regime of the log-partition."""
+    keras.utils.set_random_seed(7)
+    n, d = 400, 16
+    centers = RNG.normal(size=(num_classes, d)).astype(np.float32) * 3.0
+    labels = RNG.integers(0, num_classes, size=n)
+    x = centers[labels] + RNG.normal(size=(n, d)).astype(np.float32)
+    y = np.eye(num_classes, dtype=np.float32)[labels]
+    model = keras.Sequential(
+        [
+            keras.Input((d,)),
+            keras.layers.Dense(32, activation="relu"),
+            keras.layers.Dense(num_classes),
+        ]
+    )
+    optimizer = _FiniteCheckingAdam(learning_rate=0.03, name="finite_checking_adam")
+    model.compile(
+        optimizer=optimizer,
+        loss=cc_losses.ContinuousCategoricalCrossentropy(
+            from_logits=True, label_smoothing=0.1
+        ),
+        jit_compile=True,
+    )
+    record = _BatchLosses()
+    model.fit(
+        x, y, batch_size=40, epochs=50, verbose=0, shuffle=True, callbacks=[record]
+    )
+    assert len(record.values) == 500
+    assert np.all(np.isfinite(record.values))
+    assert float(_np(optimizer.nonfinite_steps)) == 0.0
+    assert int(_np(optimizer.iterations)) == 500
+    for w in model.weights:
+        assert np.all(np.isfinite(_np(w)))
+    logits = _np(model(x))
+    spread = logits.max(-1) - logits.min(-1)
+    assert np.median(spread) > 20.0  # it left the near-tie regime
+    # And it learned: the loss went down, the classes are separated.
+    assert record.values[-1] < record.values[9]
+    assert np.mean(logits.argmax(-1) == labels) > 0.9
+
+
+def test_fit_jit_and_eager_agree():
+    keras.utils.set_random_seed(3)
+    x = RNG.normal(size=(32, 4)).astype(np.float32)
+    labels = RNG.integers(0, 6, size=32)
+    results = []
+    for jit in (False, True):
+        model = keras.Sequential(
+            [
+                keras.Input((4,)),
+                keras.layers.Dense(
+                    6, kernel_initializer=keras.initializers.GlorotUniform(seed=5)
+                ),
+            ]
+        )
+        model.compile(
+            loss=cc_losses.SparseContinuousCategoricalCrossentropy(
+                from_logits=True, label_smoothing=0.1
+            ),
+            jit_compile=jit,
+        )
+        results.append(model.evaluate(x, labels, verbose=0, batch_size=32))
+        z = _np(model(x))
+    want = ref.reduce(ref.nll_rows(ref.smooth(np.eye(6)[labels], 0.1), z))
+    np.testing.assert_allclose(results, want, rtol=1e-4)
