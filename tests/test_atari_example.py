@@ -167,6 +167,12 @@ def test_dqn_smoke_on_pong(tmp_path: Path) -> None:
     assert all(int(r["eval_episodes"]) > 0 for r in evals)
     train = rows(tmp_path / "train.csv")
     assert all(np.isfinite(float(r["loss"])) for r in train[1:])
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        assert not (tmp_path / "tb").exists()
+    else:
+        assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
     # The expert loads back for actor-mimic with the same weights.
     expert = dqn.load_q_network(tmp_path, "Pong")
     assert expert.output.shape[-1] == 6
@@ -232,3 +238,27 @@ def test_killed_dqn_run_resumes_without_losing_rows(tmp_path: Path) -> None:
     train = [int(r["step"]) for r in rows(tmp_path / "train.csv")]
     assert train == list(range(64, 1025, 64))
     assert all(r["nonfinite_losses"] == "0" for r in rows(tmp_path / "train.csv"))
+
+
+# ---------------------------------------------------------- JAX backend ----
+@pytest.mark.slow
+def test_both_scripts_run_on_jax_backend(tmp_path: Path) -> None:
+    """One subprocess (imports are slow) runs a DQN and a CC-AMN smoke on JAX."""
+    pytest.importorskip("jax")
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import dqn, actor_mimic; "
+        "dqn.main(['--preset', 'smoke', '--total-steps', '128', "
+        "'--run-dir', sys.argv[2] + '/dqn']); "
+        "actor_mimic.main(['--preset', 'smoke', '--total-steps', '96', "
+        "'--games', 'Pong', 'Breakout', '--fresh-experts', '--loss', 'cc', "
+        "'--run-dir', sys.argv[2] + '/amn'])"
+    )
+    cmd = [sys.executable, "-c", code, str(ATARI), str(tmp_path)]
+    env = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("backend=jax") == 2
+    for run in ("dqn", "amn"):
+        train = rows(tmp_path / run / "train.csv")
+        assert train and all(r["nonfinite_losses"] == "0" for r in train)
+        assert rows(tmp_path / run / "eval.csv")
