@@ -656,7 +656,8 @@ def test_cc_label_smoothing_training_500_steps_stays_finite(num_classes):
     Training drives the logit spread from ~0 towards the CC-LS optimum (gaps
     near 100), through every regime of the log-partition."""
     keras.utils.set_random_seed(7)
-    n, d = 400, 16
+    steps, batch, d = 500, 40, 16
+    n = steps * batch  # one epoch of 500 steps: no per-epoch overhead
     centers = RNG.normal(size=(num_classes, d)).astype(np.float32) * 3.0
     labels = RNG.integers(0, num_classes, size=n)
     x = centers[labels] + RNG.normal(size=(n, d)).astype(np.float32)
@@ -678,20 +679,22 @@ def test_cc_label_smoothing_training_500_steps_stays_finite(num_classes):
     )
     record = _BatchLosses()
     model.fit(
-        x, y, batch_size=40, epochs=50, verbose=0, shuffle=True, callbacks=[record]
+        x, y, batch_size=batch, epochs=1, verbose=0, shuffle=False, callbacks=[record]
     )
-    assert len(record.values) == 500
+    # logs["loss"] is the running mean over the epoch: one non-finite step
+    # would make every later value non-finite.
+    assert len(record.values) == steps
     assert np.all(np.isfinite(record.values))
     assert float(_np(optimizer.nonfinite_steps)) == 0.0
     assert int(_np(optimizer.iterations)) == 500
     for w in model.weights:
         assert np.all(np.isfinite(_np(w)))
-    logits = _np(model(x))
+    logits = _np(model(x[-400:]))
     spread = logits.max(-1) - logits.min(-1)
     assert np.median(spread) > 20.0  # it left the near-tie regime
     # And it learned: the loss went down, the classes are separated.
     assert record.values[-1] < record.values[9]
-    assert np.mean(logits.argmax(-1) == labels) > 0.9
+    assert np.mean(logits.argmax(-1) == labels[-400:]) > 0.9
 
 
 def test_fit_jit_and_eager_agree():
