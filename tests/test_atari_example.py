@@ -142,6 +142,7 @@ def test_union_action_mapping_by_meaning() -> None:
     "argv, message",
     [
         (["--games", "Pongg", "--fresh-experts"], "unknown Atari game"),
+        (["--games", "pong", "--fresh-experts"], "CamelCase"),
         (["--loss", "mse", "--fresh-experts"], "--loss must be one of"),
         (["--experts-dir", "/nonexistent"], "no expert checkpoint"),
         (["--games", "Pong", "Pong", "--fresh-experts"], "twice"),
@@ -208,6 +209,9 @@ def test_actor_mimic_continues_from_checkpoint(tmp_path: Path) -> None:
     assert second["updates"] == first["updates"] + 96 // 4
     steps = [int(r["step"]) for r in rows(tmp_path / "eval.csv")]
     assert steps == [96, 192]
+    # Adam's state was restored, not rebuilt: its step count is the total.
+    with np.load(tmp_path / "checkpoint.npz") as ckpt:
+        assert int(ckpt["optimizer/0"]) == second["updates"]
 
 
 # ------------------------------------------------------- kill and resume ----

@@ -113,20 +113,28 @@ def parse_config(
     extra_checks: Callable[[Any], list[str]] | None = None,
 ) -> Any:
     """``--preset`` picks defaults; every dataclass field is a ``--flag``."""
-    parser = argparse.ArgumentParser(
-        description=doc.splitlines()[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument(
+        "--preset", choices=sorted(presets), default="smoke", help="default: smoke"
     )
-    parser.add_argument("--preset", choices=sorted(presets), default="smoke")
+    defaults = cls()
     for field in dataclasses.fields(cls):
         flag = "--" + field.name.replace("_", "-")
+        # Show what each preset sets, since flags only override a preset.
+        shown = {
+            name: preset.get(field.name, getattr(defaults, field.name))
+            for name, preset in presets.items()
+        }
+        help_text = ", ".join(f"{name}: {value}" for name, value in shown.items())
         if field.type == "list[str]":
-            parser.add_argument(flag, nargs="+", default=None, metavar="str")
+            parser.add_argument(flag, nargs="+", metavar="str", help=help_text)
         elif field.type == "bool":
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction)
+            parser.add_argument(
+                flag, action=argparse.BooleanOptionalAction, help=help_text
+            )
         else:
             kind = {"int": int, "float": float, "str": str}[str(field.type)]
-            parser.add_argument(flag, type=kind, default=None, metavar=kind.__name__)
+            parser.add_argument(flag, type=kind, metavar=kind.__name__, help=help_text)
     args = parser.parse_args(argv)
     values = {**presets[args.preset]}
     for field in dataclasses.fields(cls):
@@ -180,7 +188,7 @@ def validate_config(cfg: Any) -> list[str]:
 def rom_id(game: str) -> str:
     """'SpaceInvaders' -> 'space_invaders', checked against the bundled ROMs."""
     snake = re.sub(r"(?<!^)(?=[A-Z])", "_", game).lower()
-    if snake not in ale_py.roms.get_all_rom_ids():
+    if not game[:1].isupper() or snake not in ale_py.roms.get_all_rom_ids():
         raise ValueError(
             f"unknown Atari game {game!r}; use the ALE name in CamelCase, "
             "e.g. Pong, Breakout, SpaceInvaders, CrazyClimber"
@@ -646,6 +654,7 @@ def train(cfg: DQNConfig) -> dict[str, Any]:
             row = dict(
                 step=state["step"],
                 game=cfg.game,
+                algo="dqn",
                 frames=4 * state["step"],
                 updates=state["updates"],
                 epsilon=round(epsilon, 5),
