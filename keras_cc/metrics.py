@@ -59,7 +59,12 @@ class _ContinuousCategoricalMetric(keras.metrics.MeanMetricWrapper):
         }
 
 
-@keras.saving.register_keras_serializable(package="keras_cc")
+# Registered under a name distinct from the loss class of the same name: the
+# registry is keyed by "package>name", and a second "keras_cc>Continuous
+# CategoricalCrossentropy" would replace the loss on deserialization.
+@keras.saving.register_keras_serializable(
+    package="keras_cc", name="ContinuousCategoricalCrossentropyMetric"
+)
 class ContinuousCategoricalCrossentropy(_ContinuousCategoricalMetric):
     """Mean continuous categorical (CC) negative log-likelihood.
 
@@ -127,7 +132,9 @@ class ContinuousCategoricalCrossentropy(_ContinuousCategoricalMetric):
         )
 
 
-@keras.saving.register_keras_serializable(package="keras_cc")
+@keras.saving.register_keras_serializable(
+    package="keras_cc", name="SparseContinuousCategoricalCrossentropyMetric"
+)
 class SparseContinuousCategoricalCrossentropy(_ContinuousCategoricalMetric):
     """Mean continuous categorical (CC) negative log-likelihood, int labels.
 

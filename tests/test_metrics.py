@@ -87,7 +87,10 @@ def test_config_round_trip_and_serialization():
         assert clone.get_config() == config
         restored = keras.metrics.deserialize(keras.metrics.serialize(metric))
         assert type(restored) is cls and restored.get_config() == config
-        assert keras.saving.get_registered_name(cls) == f"keras_cc>{cls.__name__}"
+        # Distinct from the loss classes of the same name.
+        registered = f"keras_cc>{cls.__name__}Metric"
+        assert keras.saving.get_registered_name(cls) == registered
+        assert keras.saving.get_registered_object(registered) is cls
 
 
 def test_metric_in_compile_and_evaluate():

@@ -1,0 +1,155 @@
+"""Serialization of the keras_cc losses and metrics.
+
+Backend-agnostic (the fresh-process load runs under the same KERAS_BACKEND
+as the test session; `model.export` goes through jax2tf on JAX).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import _cc_reference as ref
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from keras_cc import losses as cc_losses
+from keras_cc import metrics as cc_metrics
+
+RNG = np.random.default_rng(11)
+B, K = 6, 5
+
+
+def _np(x) -> np.ndarray:
+    return np.asarray(ops.convert_to_numpy(x))
+
+
+LOSS_CASES = [
+    (
+        cc_losses.ContinuousCategoricalCrossentropy,
+        dict(
+            from_logits=True,
+            label_smoothing=0.1,
+            axis=-1,
+            reduction="sum",
+            name="my_cc",
+            validate_targets=False,
+        ),
+    ),
+    (
+        cc_losses.SparseContinuousCategoricalCrossentropy,
+        dict(from_logits=False, label_smoothing=0.25, reduction=None),
+    ),
+]
+
+
+@pytest.mark.parametrize("cls, kwargs", LOSS_CASES)
+def test_loss_config_round_trip(cls, kwargs):
+    loss = cls(**kwargs)
+    config = loss.get_config()
+    for key, value in kwargs.items():
+        assert config[key] == value
+    clone = cls.from_config(config)
+    assert clone.get_config() == config
+    restored = keras.losses.deserialize(keras.losses.serialize(loss))
+    assert type(restored) is cls and restored.get_config() == config
+    # The clone computes the same thing (label smoothing, reduction, ...).
+    z = RNG.normal(size=(B, K)).astype(np.float32)
+    if not kwargs.get("from_logits"):
+        z = _np(ops.softmax(z))
+    if cls is cc_losses.SparseContinuousCategoricalCrossentropy:
+        y = RNG.integers(0, K, size=B)
+    else:
+        y = RNG.dirichlet(np.ones(K), size=B).astype(np.float32)
+    np.testing.assert_allclose(_np(restored(y, z)), _np(loss(y, z)), rtol=1e-6)
+    assert keras.saving.get_registered_name(cls) == f"keras_cc>{cls.__name__}"
+
+
+def test_loss_functions_are_registered():
+    for fn in (
+        cc_losses.continuous_categorical_crossentropy,
+        cc_losses.sparse_continuous_categorical_crossentropy,
+    ):
+        name = f"keras_cc>{fn.__name__}"
+        assert keras.saving.get_registered_object(name) is fn
+        assert keras.saving.get_registered_name(fn) == name
+
+
+def _model():
+    keras.utils.set_random_seed(5)
+    model = keras.Sequential(
+        [
+            keras.Input((3,)),
+            keras.layers.Dense(8, activation="tanh"),
+            keras.layers.Dense(K),
+        ]
+    )
+    model.compile(
+        optimizer="adam",
+        loss=cc_losses.ContinuousCategoricalCrossentropy(
+            from_logits=True, label_smoothing=0.1, reduction="sum", name="cc_ls"
+        ),
+        metrics=[
+            cc_metrics.ContinuousCategoricalCrossentropy(from_logits=True, name="cc"),
+        ],
+    )
+    return model
+
+
+def test_keras_file_loads_in_fresh_process_with_only_import_keras_cc(tmp_path):
+    model = _model()
+    x = RNG.normal(size=(B, 3)).astype(np.float32)
+    y = np.eye(K, dtype=np.float32)[RNG.integers(0, K, size=B)]
+    model.fit(x, y, batch_size=B, epochs=2, verbose=0)
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y)
+    want_eval = model.evaluate(x, y, batch_size=B, verbose=0, return_dict=True)
+    want_pred = _np(model(x))
+    # The loss value really carries the config (label smoothing, "sum").
+    want_loss = ref.nll_rows(ref.smooth(y, 0.1), want_pred).sum()
+    np.testing.assert_allclose(want_eval["loss"], want_loss, rtol=1e-5)
+
+    code = f"""
+import json, sys
+import numpy as np
+import keras
+import keras_cc  # nothing else from keras_cc: registration must come from here
+
+model = keras.saving.load_model({path!r})
+x = np.load({str(tmp_path / "x.npy")!r})
+y = np.load({str(tmp_path / "y.npy")!r})
+result = model.evaluate(x, y, batch_size=len(x), verbose=0, return_dict=True)
+print(json.dumps({{
+    "loss_class": type(model.loss).__module__ + "." + type(model.loss).__name__,
+    "loss_config": model.loss.get_config(),
+    "eval": {{k: float(v) for k, v in result.items()}},
+    "pred": np.asarray(keras.ops.convert_to_numpy(model(x))).tolist(),
+}}))
+"""
+    out = ref.run_python(code, env={"KERAS_BACKEND": keras.backend.backend()})
+    got = json.loads(out.strip().splitlines()[-1])
+    assert got["loss_class"] == "keras_cc.losses.ContinuousCategoricalCrossentropy"
+    assert got["loss_config"] == model.loss.get_config()
+    np.testing.assert_allclose(np.array(got["pred"]), want_pred, rtol=1e-6, atol=1e-6)
+    assert set(got["eval"]) == set(want_eval)
+    for key, value in want_eval.items():
+        np.testing.assert_allclose(got["eval"][key], value, rtol=1e-5)
+
+
+def test_export_tf_saved_model_serves(tmp_path):
+    import tensorflow as tf
+
+    model = _model()
+    x = RNG.normal(size=(B, 3)).astype(np.float32)
+    y = np.eye(K, dtype=np.float32)[RNG.integers(0, K, size=B)]
+    model.fit(x, y, batch_size=B, epochs=1, verbose=0)
+    path = str(tmp_path / "exported")
+    model.export(path, verbose=False)
+    assert os.path.exists(os.path.join(path, "saved_model.pb"))
+    served = tf.saved_model.load(path)
+    got = served.serve(tf.constant(x)).numpy()
+    np.testing.assert_allclose(got, _np(model(x)), rtol=1e-5, atol=1e-6)
