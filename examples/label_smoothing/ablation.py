@@ -147,6 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--summary-only", action="store_true", help="do not train; tabulate and plot"
     )
+    p.add_argument(
+        "--in-process",
+        action="store_true",
+        help="train in this process instead of one subprocess per run (saves "
+        "the start-up time of each run; no isolation; needs --jobs 1)",
+    )
     p.add_argument("--no-plots", action="store_true", help="skip the PNGs")
     p.add_argument(
         "--picture-classes",
@@ -176,6 +182,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.train_args = args.train_args[1:]
     if args.jobs < 1:
         parser.error(f"--jobs must be >= 1; got {args.jobs}")
+    if args.in_process and args.jobs != 1:
+        parser.error("--in-process needs --jobs 1")
     if args.epochs is not None and args.epochs < 1:
         parser.error(f"--epochs must be >= 1; got {args.epochs}")
     if any(wd < 0 for wd in args.weight_decay):

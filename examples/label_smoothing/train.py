@@ -180,6 +180,13 @@ def build_parser() -> argparse.ArgumentParser:
         "MirroredStrategy on TensorFlow, keras.distribution.DataParallel on JAX",
     )
     g.add_argument(
+        "--jit-compile",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="XLA compilation of the train step (Keras' 'auto': on where the "
+        "backend supports it); 'off' compiles faster, for tiny smoke runs",
+    )
+    g.add_argument(
         "--threads",
         type=int,
         default=0,
@@ -368,6 +375,7 @@ def _train(args: argparse.Namespace, out: Path, start_epoch: int) -> int:
         )
         loss = model_lib.make_loss(args.loss)
         model.compile(
+            jit_compile={"auto": "auto", "on": True, "off": False}[args.jit_compile],
             optimizer=model_lib.make_optimizer(args.lr),
             loss=loss,
             metrics=[

@@ -1,0 +1,313 @@
+"""End-to-end tests of examples/label_smoothing on tiny data.
+
+Training runs in-process (``train.main``) so TensorFlow is imported once;
+each run uses ~100 digits images at 8x8 so a run costs a few seconds. The
+tests check what the example promises: one CSV row per epoch, resumption
+without losing or duplicating an epoch, the summary from real runs, and the
+CIFAR binary parser on fake CIFAR-shaped data.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from examples.label_smoothing import ablation, data, train  # noqa: E402
+
+TINY = [
+    "--dataset",
+    "digits",
+    "--digits-size",
+    "8",
+    "--limit-train",
+    "96",
+    "--limit-test",
+    "48",
+    "--batch-size",
+    "32",
+    "--verbose",
+    "0",
+    # Tracing without XLA is several times faster to compile for 3-step runs;
+    # test_cli_trains_each_loss[cc] keeps Keras' default (XLA) path covered.
+    "--jit-compile",
+    "off",
+]
+
+
+def _rows(run_dir: Path) -> list[dict[str, str]]:
+    with (run_dir / "metrics.csv").open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize("loss", ["xe", "ls", "cc", "rls", "rcc"])
+def test_cli_trains_each_loss(tmp_path: Path, loss: str) -> None:
+    out = tmp_path / loss
+    argv = [*TINY, "--loss", loss, "--epochs", "2", "--out", str(out)]
+    if loss == "cc":
+        argv += ["--jit-compile", "auto"]  # the last flag wins
+    assert train.main(argv) == 0
+    rows = _rows(out)
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    for r in rows:
+        for key in ("loss", "test_loss", "test_nll"):
+            assert math.isfinite(float(r[key])), (key, r)
+        assert 0.0 <= float(r["test_accuracy"]) <= 1.0
+        assert int(r["skipped_steps"]) == 0
+    state = json.loads((out / "state.json").read_text())
+    assert state == {"epoch": 2, "finished": True}
+    assert (out / "ckpt-2.weights.h5").exists()
+    assert not (out / "ckpt-1.weights.h5").exists()  # superseded, removed
+    config = json.loads((out / "config.json").read_text())
+    assert config["loss"] == loss and config["flip"] is False  # no flips on digits
+    if loss in ("cc", "rcc"):
+        # The CC NLL is a log-density: it goes below zero once the model
+        # concentrates (cross-entropy never does), so the CC loss was used.
+        assert float(rows[-1]["test_nll"]) < float(rows[0]["test_nll"])
+
+
+def test_resume_after_interruption(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    args = [*TINY, "--loss", "cc", "--epochs", "3", "--out", str(out)]
+    assert train.main([*args, "--stop-after", "1"]) == 0
+    assert [int(r["epoch"]) for r in _rows(out)] == [1]
+    assert json.loads((out / "state.json").read_text()) == {
+        "epoch": 1,
+        "finished": False,
+    }
+    # A crash after writing epoch 2's row but before its checkpoint: the row
+    # must be dropped and the epoch retrained, not duplicated.
+    with (out / "metrics.csv").open("a") as f:
+        f.write("2,0,0,0,0,0,0,0\n")
+    assert train.main(args) == 0
+    rows = _rows(out)
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert float(rows[1]["seconds"]) > 0  # the retrained row, not the fake one
+    assert json.loads((out / "state.json").read_text())["finished"] is True
+    # Finished: a third call trains nothing and leaves the CSV alone.
+    before = (out / "metrics.csv").read_text()
+    assert train.main(args) == 0
+    assert (out / "metrics.csv").read_text() == before
+
+
+def test_resume_refuses_other_settings(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "run"
+    assert train.main([*TINY, "--loss", "ls", "--epochs", "1", "--out", str(out)]) == 0
+    assert train.main([*TINY, "--loss", "cc", "--epochs", "1", "--out", str(out)]) == 2
+    assert "different settings (loss)" in capsys.readouterr().err
+
+
+def test_ablation_summary_from_real_runs(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "grid"
+    argv = [
+        "--out",
+        str(out),
+        "--dataset",
+        "digits",
+        "--weight-decay",
+        "0",
+        "--dropout",
+        "off",
+        "--batch-norm",
+        "off",
+        "--losses",
+        "xe",
+        "cc",
+        "--seeds",
+        "0",
+        "1",
+        "--epochs",
+        "1",
+        "--in-process",
+        "--",
+        *[a for a in TINY if a not in ("--dataset", "digits")],
+    ]
+    assert ablation.main(argv) == 0
+    with (out / "summary.csv").open(newline="") as f:
+        cells = {r["loss"]: r for r in csv.DictReader(f)}
+    assert set(cells) == {"xe", "cc"}
+    for loss, cell in cells.items():
+        best = [
+            max(
+                float(r["test_accuracy"])
+                for r in _rows(out / "wd0_do0_bn0" / loss / f"seed{s}")
+            )
+            for s in (0, 1)
+        ]
+        assert int(cell["n"]) == 2
+        assert float(cell["mean_best_test_accuracy"]) == pytest.approx(
+            np.mean(best), abs=1e-6
+        )
+        assert float(cell["std_best_test_accuracy"]) == pytest.approx(
+            np.std(best, ddof=1), abs=1e-6
+        )
+    table = (out / "summary.md").read_text()
+    assert "| wd 0, dropout off, BN off |" in table and "CC-LS" in table
+    assert "(n=2)" in table
+    for png in ("accuracy_curves.png", "penultimate.png"):
+        assert (out / png).stat().st_size > 10_000
+    # Everything finished: a second call trains nothing.
+    capsys.readouterr()
+    assert ablation.main(["--no-plots", *argv]) == 0
+    assert "0 to train" in capsys.readouterr().out
+
+
+def _write_fake_cifar(directory: Path, sizes: dict[str, int], seed: int = 0) -> dict:
+    """CIFAR-10 binary files: per record 1 label byte + R, G, B planes."""
+    rng = np.random.default_rng(seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    arrays = {}
+    for name, n in sizes.items():
+        labels = rng.integers(0, 10, n).astype(np.uint8)
+        images = rng.integers(0, 256, (n, 32, 32, 3)).astype(np.uint8)
+        planes = images.transpose(0, 3, 1, 2).reshape(n, -1)  # channel-major
+        records = np.concatenate([labels[:, None], planes], axis=1)
+        records.tofile(directory / f"{name}.bin")
+        arrays[name] = (images, labels)
+    return arrays
+
+
+def test_fake_cifar_binary_loader(tmp_path: Path) -> None:
+    arrays = _write_fake_cifar(
+        tmp_path, {"data_batch_1": 7, "data_batch_2": 5, "test_batch": 4}
+    )
+    d = data.load_cifar_binary_dir(tmp_path)
+    assert d.x_train.shape == (12, 32, 32, 3) and d.x_train.dtype == np.uint8
+    expected = np.concatenate([arrays["data_batch_1"][0], arrays["data_batch_2"][0]])
+    np.testing.assert_array_equal(d.x_train, expected)
+    np.testing.assert_array_equal(
+        d.y_train,
+        np.concatenate([arrays["data_batch_1"][1], arrays["data_batch_2"][1]]),
+    )
+    np.testing.assert_array_equal(d.x_test, arrays["test_batch"][0])
+    np.testing.assert_array_equal(d.y_test, arrays["test_batch"][1])
+    # A truncated file is an error, not a silently shorter dataset.
+    raw = (tmp_path / "test_batch.bin").read_bytes()
+    (tmp_path / "test_batch.bin").write_bytes(raw[:-1])
+    with pytest.raises(ValueError, match="record size"):
+        data.load_cifar_binary_dir(tmp_path)
+    with pytest.raises(FileNotFoundError):
+        data.load_cifar_binary_dir(tmp_path / "missing")
+
+
+def test_cli_on_fake_cifar_directory(tmp_path: Path) -> None:
+    _write_fake_cifar(tmp_path / "cifar", {"data_batch_1": 64, "test_batch": 32})
+    out = tmp_path / "run"
+    argv = [
+        "--dataset",
+        "cifar10",
+        "--data-dir",
+        str(tmp_path / "cifar"),
+        "--loss",
+        "cc",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "32",
+        "--verbose",
+        "0",
+        "--jit-compile",
+        "off",
+        "--out",
+        str(out),
+    ]
+    assert train.main(argv) == 0
+    assert len(_rows(out)) == 1
+    assert json.loads((out / "config.json").read_text())["flip"] is True
+
+
+def test_standardise_uses_training_statistics() -> None:
+    d = data.Data(
+        np.array([[[[0.0]]], [[[2.0]]]]),
+        np.array([0, 1]),
+        np.array([[[[4.0]]]]),
+        np.array([1]),
+        2,
+        "toy",
+    )
+    s = data.standardise(d)
+    np.testing.assert_allclose(s.x_train.ravel(), [-1.0, 1.0])
+    np.testing.assert_allclose(s.x_test.ravel(), [3.0])
+
+
+def test_random_targets_are_fresh_and_on_the_simplex() -> None:
+    d = data.standardise(data.load_digits(size=8))
+    d.x_train, d.y_train = d.x_train[:64], d.y_train[:64]
+    train_ds, test_ds = data.make_datasets(d, "rcc", 0.1, 64, 0, {"flip": False})
+    batches = [y.numpy() for _, y in train_ds.take(1).repeat(2)]
+    for y in batches:
+        np.testing.assert_allclose(y.sum(-1), 1.0, atol=1e-5)
+        assert y.min() >= 0
+        assert (y.max(-1) >= 0.9 - 1e-6).all()  # the label keeps >= 1 - alpha
+    assert not np.allclose(batches[0], batches[1])  # redrawn each pass
+    y_test = next(iter(test_ds))[1].numpy()
+    np.testing.assert_allclose(np.sort(y_test, -1)[:, :-1], 0.01, rtol=1e-5)
+
+
+def test_non_finite_gradient_step_is_skipped() -> None:
+    import keras
+
+    from examples.label_smoothing.model import build_cnn, make_optimizer, skipped_steps
+
+    model = build_cnn((8, 8, 1), 3, batch_norm=False, dropout=False, weight_decay=0.0)
+    model.compile(
+        optimizer=make_optimizer(),
+        # from_logits: the gradient of a NaN target then reaches every weight
+        # (clipped probabilities would zero it through the clip).
+        loss=keras.losses.CategoricalCrossentropy(from_logits=True),
+        jit_compile=False,
+    )
+    x = np.random.default_rng(0).standard_normal((4, 8, 8, 1)).astype("float32")
+    y = np.eye(3, dtype="float32")[[0, 1, 2, 0]]
+    model.train_on_batch(x, y)
+    before = [w.copy() for w in model.get_weights()]
+    y_bad = y.copy()
+    y_bad[0, 0] = np.nan
+    model.train_on_batch(x, y_bad)
+    for a, b in zip(before, model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert skipped_steps(model) == 1
+    assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 1
+    model.train_on_batch(x, y)
+    assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 2
+    assert not np.array_equal(before[0], model.get_weights()[0])
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--loss", "cc", "--out", "x", "--alpha", "1.5"], "--alpha must be in [0, 1)"),
+        (["--loss", "nope", "--out", "x"], "invalid choice: 'nope'"),
+        (["--loss", "cc", "--out", "x", "--epochs", "0"], "--epochs must be >= 1"),
+        (
+            ["--loss", "cc", "--out", "x", "--dataset", "digits", "--data-dir", "."],
+            "--data-dir applies to --dataset cifar10 only",
+        ),
+    ],
+)
+def test_bad_cli_input_is_a_clear_error(argv: list[str], message: str, capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        train.parse_args(argv)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_help_runs_as_module_and_script() -> None:
+    for cmd in (
+        [sys.executable, "-m", "examples.label_smoothing.train", "--help"],
+        [sys.executable, "examples/label_smoothing/train.py", "--help"],
+        [sys.executable, "-m", "examples.label_smoothing.ablation", "--help"],
+    ):
+        res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert res.returncode == 0, res.stderr
+        assert "--seed" in res.stdout and "--out" in res.stdout
