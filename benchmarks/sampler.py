@@ -29,10 +29,10 @@ from keras_cc.distributions.continuous_categorical import _sample_cc  # noqa: E4
 
 KS = (2, 10, 100, 1000)
 SPREADS = (0.0, 1.0, 10.0, 100.0)
-# Beyond the grid: the regime with the lowest acceptance we know of, one
-# dominant logit and K-1 classes far below it (acceptance ~ 1/sqrt(K) as the
-# gap grows past K).
-FAR_CLUSTER = ((10, 1000.0), (100, 1000.0), (1000, 1000.0), (100, 10000.0))
+# Beyond the grid: the regimes with the lowest acceptance we know of, m tied
+# logits on top and the other K - m far below them (acceptance about
+# max(sqrt(m/K), 1/(m-1)!) once the gap is >> K).
+FAR_CLUSTERS = ((100, 1, 1000.0), (100, 4, 1000.0), (1000, 1, 1000.0), (1000, 5, 1e4))
 
 
 def _cases():
@@ -40,12 +40,9 @@ def _cases():
     for k in KS:
         for spread in SPREADS:
             yield k, f"{spread:g}", np.linspace(0.0, -spread, k)
-    for k, gap in FAR_CLUSTER:
-        yield (
-            k,
-            f"{gap:g} (1 at 0, K-1 at -{gap:g})",
-            np.array([0.0] + [-gap] * (k - 1)),
-        )
+    for k, m, gap in FAR_CLUSTERS:
+        label = f"{gap:g} ({m} at 0, {k - m} at -{gap:g})"
+        yield k, label, np.array([0.0] * m + [-gap] * (k - m))
 
 
 def _best_time(fn, repeats: int) -> float:

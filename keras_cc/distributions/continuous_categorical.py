@@ -37,10 +37,12 @@ __all__ = ["ContinuousCategorical"]
 # Newton steps for the proposal rate offset (see `_proposal_rates`). Only the
 # sampler's efficiency depends on them, never its exactness.
 _SADDLE_NEWTON_STEPS = 12
-# Safety cap on rejection rounds. The acceptance rate is at least ~1/sqrt(K)
-# in the worst regimes we know of (and near 1 in most), so a sample is still
-# pending after this many rounds with probability below (1 - 0.03)**10_000,
-# i.e. never; such a slot would be returned as NaN rather than biased.
+# Safety cap on rejection rounds. With m logits near the top and the other
+# K - m far below (gaps >> K), the better proposal accepts with probability
+# about max(sqrt(m/K), 1/(m-1)!) >= 0.06 for K <= 1000; on logit spreads up to
+# 1000 we measured >= 0.34 (benchmarks/sampler.py). A sample is still pending
+# after this many rounds with probability below 0.94**10_000, i.e. never;
+# such a slot would be returned as NaN rather than biased.
 _MAX_REJECTION_ROUNDS = 10_000
 
 
@@ -79,26 +81,99 @@ def _proposal_rates(z: tf.Tensor) -> tf.Tensor:
     return gamma - z
 
 
-def _log_acceptance_rate(logits: tf.Tensor) -> tf.Tensor:
-    """Exact log acceptance probability of one proposal of `_sample_cc`.
+def _log_acceptance_rates(logits: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Exact log acceptance probabilities of the two proposals of `_sample_cc`.
 
-    With ``d`` from `_proposal_rates` and shifted logits (``u = sum d_k x_k``)::
+    With shifted logits ``z`` (max 0), gaps ``g = -z`` and ``d`` from
+    `_proposal_rates` (``gamma = d_k + z_k``)::
 
-        P(accept) = (K-1)! prod_k d_k e^K K^-K exp(A(z) - gamma).
+        normalised exponentials: (K-1)! prod_k d_k e^K K^-K exp(A(z) - gamma)
+        truncated exponentials:  exp(A(z)) / prod_k ((1 - e^-g_k) / g_k)
 
-    Computed in float64: the terms are large (~K log K) and nearly cancel.
+    (a factor with ``g_k = 0`` is 1). Computed in float64: the terms are
+    large (~K log K) and nearly cancel.
     """
     z, _ = _shift_logits(tf.cast(logits, tf.float64))
     num_classes = tf.cast(tf.shape(z)[-1], tf.float64)
+    log_partition = cc_ops.cc_log_partition(z)
     d = _proposal_rates(z)
     gamma = d[..., 0] + z[..., 0]
-    return (
+    log_rate_normalised = (
         tf.math.lgamma(num_classes)
         + tf.reduce_sum(tf.math.log(d), axis=-1)
         + num_classes * (1.0 - tf.math.log(num_classes))
-        + cc_ops.cc_log_partition(z)
+        + log_partition
         - gamma
     )
+    g = -z
+    positive = g > 0.0
+    safe_g = tf.where(positive, g, tf.ones_like(g))
+    log_mass = tf.where(
+        positive, tf.math.log(-tf.math.expm1(-safe_g) / safe_g), tf.zeros_like(g)
+    )
+    log_rate_truncated = log_partition - tf.reduce_sum(log_mass, axis=-1)
+    return log_rate_normalised, log_rate_truncated
+
+
+def _propose_normalised(d, seed, work, tiny):
+    """Proposal 1: ``x = E / sum E`` with ``E_k ~ Exp(d_k)``; returns (x, accept).
+
+    Let ``E_k ~ Exp(d_k)`` independent, ``d_k = gamma - z_k > 0``. The joint
+    density of ``(s, x) = (sum E, E / sum E)`` is ``prod(d) s^(K-1) exp(-s u)``
+    with ``u = sum_k d_k x_k = gamma - z·x``, so the proposal density of ``x``
+    on the simplex is ``q(x) = (K-1)! prod(d) / u^K``. The target is
+    ``p(x) ∝ exp(z·x) = exp(gamma - u)``, so ``p/q ∝ e^-u u^K``, whose
+    maximum over ``u > 0`` is at ``u = K``: accepting with probability
+    ``exp(K (log(u/K) - u/K + 1))`` gives exact CC samples for any
+    ``gamma > max z``. The saddle point ``gamma`` makes the rate 1 for equal
+    logits and ~``1/sqrt(K sum_k d_k^-2)`` in general.
+    """
+    exp_seed, accept_seed = samplers.split_seed(seed, salt="cc_normalised")
+    k_float = tf.cast(tf.shape(d)[-1], work)
+    # Standard exponentials -log U (U > 0); E_k = that / d_k.
+    std_exp = -tf.math.log(
+        samplers.uniform(
+            tf.shape(d), minval=tiny, maxval=1.0, dtype=work, seed=exp_seed
+        )
+    )
+    e = std_exp / d
+    total = tf.reduce_sum(e, axis=-1, keepdims=True)
+    x = e / total
+    # u = sum d_k x_k = sum(-log U_k) / total: a sum of positive terms.
+    v = tf.reduce_sum(std_exp, axis=-1) / (k_float * tf.squeeze(total, -1)) - 1.0
+    log_ratio = k_float * (tf.math.log1p(v) - v)
+    log_u = tf.math.log(
+        samplers.uniform(
+            tf.shape(d)[:1], minval=tiny, maxval=1.0, dtype=work, seed=accept_seed
+        )
+    )
+    return x, log_u <= log_ratio
+
+
+def _propose_truncated(g, top, seed, work):
+    """Proposal 2: truncated exponentials below the top vertex; (x, accept).
+
+    With ``j = argmax z`` and gaps ``g_k = max z - z_k >= 0``, the CC density
+    in the coordinates ``k != j`` (``x_j = 1 - sum``) is
+    ``∝ prod_{k != j} exp(-g_k x_k)`` on ``{x >= 0, sum_{k != j} x_k <= 1}``.
+    Drawing each ``x_k`` from ``Exp(g_k)`` truncated to ``[0, 1]`` (uniform if
+    ``g_k = 0``) has a density proportional to the target on that set, so
+    accepting iff ``sum_{k != j} x_k <= 1`` is exact. It is efficient when the
+    other classes are far below the top one (``sum_k 1/g_k`` well below 1),
+    exactly where proposal 1 is weakest; for K = 2 it always accepts.
+    """
+    u = samplers.uniform(tf.shape(g), dtype=work, seed=seed)
+    positive = g > 0.0
+    safe_g = tf.where(positive, g, tf.ones_like(g))
+    # Inverse CDF of Exp(g) truncated to [0, 1]: -log(1 - u (1 - e^-g)) / g.
+    t = tf.where(positive, -tf.math.log1p(u * tf.math.expm1(-safe_g)) / safe_g, u)
+    # Clip against rounding (the inverse CDF maps [0, 1) into [0, 1]).
+    t = tf.clip_by_value(t, 0.0, 1.0)
+    is_top = tf.equal(tf.range(tf.shape(g)[-1])[tf.newaxis, :], top[:, tf.newaxis])
+    t = tf.where(is_top, tf.zeros_like(t), t)
+    rest = tf.reduce_sum(t, axis=-1, keepdims=True)
+    x = tf.where(is_top, 1.0 - rest, t)
+    return x, tf.squeeze(rest, -1) <= 1.0
 
 
 def _sample_cc(n, logits: tf.Tensor, seed) -> tuple[tf.Tensor, tf.Tensor]:
@@ -108,22 +183,12 @@ def _sample_cc(n, logits: tf.Tensor, seed) -> tuple[tf.Tensor, tf.Tensor]:
     the total number of proposals drawn (an int64 scalar; ``n * prod(B) /
     num_proposals`` is the empirical acceptance rate).
 
-    Let ``d_k = gamma - z_k > 0`` (shifted logits ``z``, max 0) and
-    ``E_k ~ Exp(d_k)`` independent, ``x = E / sum(E)``. The joint density of
-    ``(s, x) = (sum E, E / sum E)`` is ``prod(d) s^(K-1) exp(-s u)`` with
-    ``u = sum_k d_k x_k = gamma - z·x``, so the proposal density of ``x`` on the
-    simplex is ``q(x) = (K-1)! prod(d) / u^K``. The target is
-    ``p(x) ∝ exp(z·x) = exp(gamma - u)``, so ``p/q ∝ e^-u u^K``, whose maximum
-    over ``u > 0`` is at ``u = K``. Accepting with probability
-    ``exp(K (log(u/K) - u/K + 1))`` therefore gives exact CC samples for *any*
-    ``gamma > max z``; choosing ``gamma`` at the saddle point makes the
-    acceptance rate 1 for equal logits, ~e/4 for K=2 with a large gap, and
-    ``~1/sqrt(K * sum_k d_k^-2)`` (between 1/sqrt(K) and 1) in general
-    (`ContinuousCategorical.sampler_acceptance_rate` gives it exactly).
-
-    Each round of the `tf.while_loop` draws new proposals only for the slots
-    still pending (gathered, then scattered back), so the expected work is
-    ``n / acceptance`` proposals, not ``rounds * n``.
+    Each row uses whichever of two exact proposals (`_propose_normalised`,
+    `_propose_truncated`) has the higher acceptance probability, known in
+    closed form (`_log_acceptance_rates`). Each round of the `tf.while_loop`
+    draws new proposals only for the slots still pending (gathered, then
+    scattered back), so the expected work is ``n / acceptance`` proposals,
+    not ``rounds * n``.
     """
     dtype = logits.dtype
     work = _work_dtype(dtype)
@@ -134,12 +199,23 @@ def _sample_cc(n, logits: tf.Tensor, seed) -> tuple[tf.Tensor, tf.Tensor]:
     # Rows with a NaN/inf logit get NaN samples; give them harmless logits so
     # the loop below never waits on them.
     z = tf.where(finite[..., tf.newaxis], z, tf.zeros_like(z))
+    log_rate_normalised, log_rate_truncated = _log_acceptance_rates(z)
+    use_truncated = log_rate_truncated > log_rate_normalised
     d = _proposal_rates(z)
     num_classes = tf.shape(z)[-1]
-    k_float = tf.cast(num_classes, work)
     out_shape = ps.concat([[n], ps.shape(z)], axis=0)
-    d_flat = tf.reshape(tf.broadcast_to(d, out_shape), [-1, num_classes])
-    finite_flat = tf.reshape(tf.broadcast_to(finite, out_shape[:-1]), [-1])
+
+    def flat(t, event=True):
+        shape = out_shape if event else out_shape[:-1]
+        return tf.reshape(
+            tf.broadcast_to(t, shape), [-1, num_classes] if event else [-1]
+        )
+
+    d_flat = flat(d)
+    g_flat = flat(-z)
+    top_flat = flat(tf.argmax(z, axis=-1, output_type=tf.int32), event=False)
+    truncated_flat = flat(use_truncated, event=False)
+    finite_flat = flat(finite, event=False)
     num_slots = tf.shape(d_flat)[0]
     tiny = np.finfo(work.as_numpy_dtype).tiny
 
@@ -149,36 +225,26 @@ def _sample_cc(n, logits: tf.Tensor, seed) -> tuple[tf.Tensor, tf.Tensor]:
 
     def body(i, seed, samples, done, proposals):
         seed, round_seed = samplers.split_seed(seed, salt="cc_round")
-        exp_seed, accept_seed = samplers.split_seed(round_seed, salt="cc_draw")
+        seed_1, seed_2 = samplers.split_seed(round_seed, salt="cc_draw")
         pending = tf.where(~done)[:, 0]
-        d_pending = tf.gather(d_flat, pending)
-        num_pending = tf.shape(pending)[0]
-        # Standard exponentials -log U (U > 0); E_k = that / d_k.
-        std_exp = -tf.math.log(
-            samplers.uniform(
-                tf.shape(d_pending), minval=tiny, maxval=1.0, dtype=work, seed=exp_seed
-            )
+        by_truncated = tf.gather(truncated_flat, pending)
+        idx_1 = tf.boolean_mask(pending, ~by_truncated)
+        idx_2 = tf.boolean_mask(pending, by_truncated)
+        x_1, ok_1 = _propose_normalised(tf.gather(d_flat, idx_1), seed_1, work, tiny)
+        x_2, ok_2 = _propose_truncated(
+            tf.gather(g_flat, idx_2), tf.gather(top_flat, idx_2), seed_2, work
         )
-        e = std_exp / d_pending
-        total = tf.reduce_sum(e, axis=-1, keepdims=True)
-        x = e / total
-        # u = sum d_k x_k = sum(-log U_k) / total: a sum of positive terms.
-        v = tf.reduce_sum(std_exp, axis=-1) / (k_float * tf.squeeze(total, -1)) - 1.0
-        log_ratio = k_float * (tf.math.log1p(v) - v)
-        log_u = tf.math.log(
-            samplers.uniform(
-                [num_pending], minval=tiny, maxval=1.0, dtype=work, seed=accept_seed
-            )
+        accepted_idx = tf.concat(
+            [tf.boolean_mask(idx_1, ok_1), tf.boolean_mask(idx_2, ok_2)], axis=0
+        )[:, tf.newaxis]
+        accepted_x = tf.concat(
+            [tf.boolean_mask(x_1, ok_1), tf.boolean_mask(x_2, ok_2)], axis=0
         )
-        accept = log_u <= log_ratio
-        accepted_idx = tf.boolean_mask(pending, accept)[:, tf.newaxis]
-        samples = tf.tensor_scatter_nd_update(
-            samples, accepted_idx, tf.boolean_mask(x, accept)
-        )
+        samples = tf.tensor_scatter_nd_update(samples, accepted_idx, accepted_x)
         done = tf.tensor_scatter_nd_update(
             done, accepted_idx, tf.ones_like(accepted_idx[:, 0], dtype=tf.bool)
         )
-        proposals += tf.cast(num_pending, tf.int64)
+        proposals += tf.cast(tf.shape(pending)[0], tf.int64)
         return i + 1, seed, samples, done, proposals
 
     samples0 = tf.fill(tf.stack([num_slots, num_classes]), tf.constant(np.nan, work))
@@ -238,10 +304,13 @@ class ContinuousCategorical(distribution.AutoCompositeTensorDistribution):
 
     #### Sampling
 
-    Exact rejection sampling from independent exponentials normalised to the
-    simplex (see `_sample_cc`); the acceptance probability per proposal is
-    `sampler_acceptance_rate()`: 1 for equal logits, about 0.68 for ``K = 2``
-    with a large gap, and at least about ``1/sqrt(K)``. Samples are not
+    Exact rejection sampling, per row from the better of two exact
+    proposals (see `_sample_cc`): independent exponentials normalised to the
+    simplex, best near ties, or truncated exponentials below the top vertex,
+    best when the other logits are far below the top one. The acceptance
+    probability per proposal is `sampler_acceptance_rate()`: 1 for equal
+    logits and for ``K = 2``, above ~0.3 on logit spreads up to 1000 and
+    K up to 1000 (benchmarks/sampler.py). Samples are not
     reparameterised (no gradient flows through them). The sampler uses
     dynamic shapes inside a `tf.while_loop`, so it runs eagerly and under
     `tf.function` but not under XLA (`jit_compile=True`).
@@ -467,7 +536,9 @@ class ContinuousCategorical(distribution.AutoCompositeTensorDistribution):
         1.0
         """
         with self._name_and_control_scope(name or "sampler_acceptance_rate"):
-            log_rate = _log_acceptance_rate(self._logits_parameter_no_checks())
+            log_rate = tf.maximum(
+                *_log_acceptance_rates(self._logits_parameter_no_checks())
+            )
             # The exact value is <= 1; rounding of the ~K log K terms could
             # push an all-ties row a few ulps above it.
             return tf.cast(tf.minimum(tf.exp(log_rate), 1.0), self.dtype)
