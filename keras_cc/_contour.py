@@ -30,8 +30,9 @@ The gradient of ``A`` is the CC mean, computed from the same quadrature nodes:
     mu_k = (1 / 2 pi i) \\oint e^s / ((s - x_k) prod_i (s - x_i)) ds / exp[x].
 
 Every factor is formed as ``w = (s - x_k) / (gamma - x_k) = 1 + (s - gamma)/d_k``
-and its logarithm through ``log1p``, so far logits contribute tiny, accurately
-computed terms and no product of K factors is ever formed.
+and multiplied in the form ``1 + eps``, in chunks whose magnitudes are taken
+through ``log1p``, so far logits contribute tiny, accurately computed terms
+and no product can overflow.
 """
 
 from __future__ import annotations
@@ -143,6 +144,7 @@ def _contour(x, settings):
     ds_im = scale * _NU * ops.ones_like(theta)
     return dict(
         gamma=gamma,
+        d=d,
         inv_d=inv_d,
         sum_log_d=ops.sum(ops.log(d), axis=-1, keepdims=True),
         u_re=u_re,
@@ -153,52 +155,77 @@ def _contour(x, settings):
     )
 
 
-def _factors(c):
-    """w_jk = 1 + u_j / d_k as (re - 1, im) parts a, b and |w|^2 - 1 = t."""
-    a = ops.expand_dims(c["u_re"], -1) * ops.expand_dims(c["inv_d"], -2)
-    b = ops.expand_dims(c["u_im"], -1) * ops.expand_dims(c["inv_d"], -2)
-    return a, b, a * (2.0 + a) + b * b
+def _multiply_pairs(a, b, one_plus: bool, axis: int):
+    """Multiply the two halves of ``axis``: complex numbers ``a + i b``.
+
+    With ``one_plus`` the numbers are ``1 + a + i b`` and the product is
+    returned in the same form, ``(1 + e1)(1 + e2) = 1 + (e1 + e2 + e1 e2)``,
+    which keeps factors close to one exact to their own relative precision.
+    """
+    half = a.shape[axis] // 2
+    a1, a2 = _halves(a, half, axis)
+    b1, b2 = _halves(b, half, axis)
+    if one_plus:
+        return a1 + a2 + (a1 * a2 - b1 * b2), b1 + b2 + (a1 * b2 + a2 * b1)
+    return a1 * a2 - b1 * b2, a1 * b2 + a2 * b1
 
 
-def _chunked_log_sum(a, b):
-    """sum_k log(1 + a_k + i b_k) over the last axis, as (real, imaginary).
+def _halves(t, half: int, axis: int):
+    if axis == -1:
+        return t[..., :half], t[..., half:]
+    return t[..., :half, :], t[..., half:, :]
 
-    Factors are multiplied in chunks of ``_CHUNK`` before taking one complex
-    logarithm per chunk: this divides the transcendental work (the cost) by
-    the chunk size. Each partial product is kept as ``1 + eps`` so that the
-    many factors close to one (far logits) keep their full relative accuracy,
-    and a chunk of 8 bounded factors cannot overflow or underflow.
+
+def _pad_last(t, size: int, value: float):
+    pad = [(0, 0)] * (len(t.shape) - 1) + [(0, size - t.shape[-1])]
+    return ops.pad(t, pad, constant_values=value)
+
+
+def _log_product(a, b):
+    """prod_k (1 + a_k + i b_k) over the last axis, as exp(log_mag) * unit.
+
+    Returns ``log_mag`` and the unit-modulus direction ``(unit_re, unit_im)``.
+    Factors are multiplied in chunks of ``_CHUNK`` (in the ``1 + eps`` form, so
+    the many factors close to one, from far logits, keep their accuracy; a
+    chunk of bounded factors cannot overflow), each chunk contributes one
+    ``log1p`` to the magnitude, and the chunks' directions are multiplied in a
+    tree. No ``atan2`` or per-factor logarithm is needed: both are slow,
+    scalar library calls under XLA on CPU, and they were the cost.
     """
     size = a.shape[-1]
-    if size is not None and size >= 2 * _CHUNK:
-        padded = -(-size // _CHUNK) * _CHUNK
-        pad = [(0, 0)] * (len(a.shape) - 1) + [(0, padded - size)]
-        # Zero padding means factors of exactly one.
-        new_shape = (-1, a.shape[-2], padded // _CHUNK, _CHUNK)
-        a = ops.reshape(ops.pad(a, pad), new_shape)
-        b = ops.reshape(ops.pad(b, pad), new_shape)
-        while a.shape[-1] > 1:
-            half = a.shape[-1] // 2
-            a1, a2 = a[..., :half], a[..., half:]
-            b1, b2 = b[..., :half], b[..., half:]
-            # (1 + e1)(1 + e2) = 1 + (e1 + e2 + e1 e2)
-            a = a1 + a2 + (a1 * a2 - b1 * b2)
-            b = b1 + b2 + (a1 * b2 + a2 * b1)
-        a, b = a[..., 0], b[..., 0]
-    log_mag = 0.5 * ops.sum(ops.log1p(a * (2.0 + a) + b * b), axis=-1)
-    phase = ops.sum(_trig("arctan2", b, 1.0 + a), axis=-1)
-    return log_mag, phase
+    padded = -(-size // _CHUNK) * _CHUNK
+    chunks = padded // _CHUNK
+    # Zero padding means factors of exactly one. Chunk members are laid out
+    # along a major axis, so each halving slices contiguous memory.
+    shape = (-1, a.shape[-2], _CHUNK, chunks)
+    a = ops.reshape(_pad_last(a, padded, 0.0), shape)
+    b = ops.reshape(_pad_last(b, padded, 0.0), shape)
+    while a.shape[-2] > 1:
+        a, b = _multiply_pairs(a, b, one_plus=True, axis=-2)
+    a, b = a[..., 0, :], b[..., 0, :]
+    norm2_minus_1 = a * (2.0 + a) + b * b
+    log_mag = 0.5 * ops.sum(ops.log1p(norm2_minus_1), axis=-1)
+    inv_norm = ops.rsqrt(1.0 + norm2_minus_1)
+    unit_re, unit_im = (1.0 + a) * inv_norm, b * inv_norm
+    width = 1 << (chunks - 1).bit_length()
+    if width > chunks:
+        unit_re = _pad_last(unit_re, width, 1.0)
+        unit_im = _pad_last(unit_im, width, 0.0)
+    while unit_re.shape[-1] > 1:
+        unit_re, unit_im = _multiply_pairs(unit_re, unit_im, one_plus=False, axis=-1)
+    return log_mag, unit_re[..., 0], unit_im[..., 0]
 
 
 def _integrand(c):
     """Integrand values e^{s - gamma} prod_k d_k / (s - x_k) * ds/dtheta, (..., N)."""
     a = ops.expand_dims(c["u_re"], -1) * ops.expand_dims(c["inv_d"], -2)
     b = ops.expand_dims(c["u_im"], -1) * ops.expand_dims(c["inv_d"], -2)
-    log_mag, phase = _chunked_log_sum(a, b)
-    log_mag = c["u_re"] - log_mag
-    phase = c["u_im"] - phase
-    mag = ops.exp(log_mag)
-    f_re, f_im = mag * _trig("cos", phase), mag * _trig("sin", phase)
+    log_mag, unit_re, unit_im = _log_product(a, b)
+    mag = ops.exp(c["u_re"] - log_mag)
+    # e^{i u_im} / unit = e^{i u_im} * conj(unit).
+    cos, sin = _trig("cos", c["u_im"]), _trig("sin", c["u_im"])
+    f_re = mag * (cos * unit_re + sin * unit_im)
+    f_im = mag * (sin * unit_re - cos * unit_im)
     val_re = f_re * c["ds_re"] - f_im * c["ds_im"]
     val_im = f_re * c["ds_im"] + f_im * c["ds_re"]
     return val_re, val_im
@@ -219,10 +246,12 @@ def log_partition_and_state(x):
 def mean_from_state(state):
     """E_CC[x] from the quadrature state of ``log_partition_and_state``."""
     c, val_re, val_im, integral = state
-    a, b, t = _factors(c)
-    # Im(val / w) = (val_im * Re w - val_re * Im w) / |w|^2, with 1/(s - x_k)
-    # = 1 / (d_k w).
+    # mu_k = (1/pi) sum_j Im(val_j / (s_j - x_k)) / integral, where
+    # s_j - x_k = (u_j + d_k): only its real part depends on k, so a single
+    # full-size tensor is formed and the rest broadcasts.
+    p_re = ops.expand_dims(c["u_re"], -1) + ops.expand_dims(c["d"], -2)
+    p_im = ops.expand_dims(c["u_im"], -1)
     vr = ops.expand_dims(val_re, -1)
     vi = ops.expand_dims(val_im, -1)
-    q = (vi * (1.0 + a) - vr * b) / (1.0 + t)
-    return c["weight"] * ops.sum(q, axis=-2) * c["inv_d"] / integral
+    q = (vi * p_re - vr * p_im) / (p_re * p_re + p_im * p_im)
+    return c["weight"] * ops.sum(q, axis=-2) / integral

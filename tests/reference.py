@@ -78,3 +78,33 @@ def explicit_log_partition(z, dps: int = 60) -> float:
                     prod *= zk - zi
             total += mp.exp(zk) / prod
         return float(mp.log(total))
+
+
+def _f32_exact(z) -> np.ndarray:
+    return np.asarray(z, np.float32).astype(np.float64)
+
+
+def regimes(k: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """The input regimes of NUMERICS.md section 5 for K = k.
+
+    Every value is exactly representable in float32, so one reference serves
+    float32 and float64.
+    """
+    cases = {
+        "ties": np.zeros(k),
+        "ties at 1e4": np.full(k, 1e4),
+        "near ties 1e-7": rng.integers(-1, 2, size=k) * 2.0**-23,
+        "ramp 0..K-1": np.arange(k, dtype=float),
+    }
+    for gap in (1.0, 10.0, 100.0, 1000.0):
+        cluster = rng.normal(size=k) * 1e-3
+        cluster[0] = gap
+        cases[f"one far logit + tight cluster, gap {gap:g}"] = cluster
+    for spread in (0.1, 3.0, 30.0, 300.0, 1000.0):
+        cases[f"uniform spread {spread:g}"] = rng.uniform(0, spread, size=k)
+    cases["two clusters 500 apart"] = (
+        np.where(np.arange(k) < k // 2, -500.0, 0.0) + rng.normal(size=k) * 1e-2
+    )
+    cases["offset -1e4, sd 5"] = -1e4 + rng.normal(size=k) * 5
+    cases["gaussian sd 20"] = rng.normal(size=k) * 20
+    return {name: _f32_exact(z) for name, z in cases.items()}

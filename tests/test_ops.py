@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import pytest
 from conftest import to_numpy, value_and_grad
-from reference import explicit_log_partition, log_partition_and_mean
+from reference import explicit_log_partition, log_partition_and_mean, regimes
 
 from keras_cc.ops import cc_log_partition, cc_mean
 
@@ -21,32 +21,6 @@ BAR = {
     "float32": dict(a=1e-5, mean_abs=1e-5, mean_rel=1e-3),
     "float64": dict(a=1e-12, mean_abs=1e-12, mean_rel=1e-9),
 }
-
-
-def _f32_exact(z) -> np.ndarray:
-    return np.asarray(z, np.float32).astype(np.float64)
-
-
-def _regimes(k: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """The input regimes of NUMERICS.md section 5 for K = k."""
-    cases = {
-        "ties": np.zeros(k),
-        "ties at 1e4": np.full(k, 1e4),
-        "near ties 1e-7": rng.integers(-1, 2, size=k) * 2.0**-23,
-        "ramp 0..K-1": np.arange(k, dtype=float),
-    }
-    for gap in (1.0, 10.0, 100.0, 1000.0):
-        cluster = rng.normal(size=k) * 1e-3
-        cluster[0] = gap
-        cases[f"one far logit + tight cluster, gap {gap:g}"] = cluster
-    for spread in (0.1, 3.0, 30.0, 300.0, 1000.0):
-        cases[f"uniform spread {spread:g}"] = rng.uniform(0, spread, size=k)
-    cases["two clusters 500 apart"] = (
-        np.where(np.arange(k) < k // 2, -500.0, 0.0) + rng.normal(size=k) * 1e-2
-    )
-    cases["offset -1e4, sd 5"] = -1e4 + rng.normal(size=k) * 5
-    cases["gaussian sd 20"] = rng.normal(size=k) * 20
-    return {name: _f32_exact(z) for name, z in cases.items()}
 
 
 # K = 1000 with large spreads costs the reference ~10 s a row: keep a few.
@@ -63,7 +37,7 @@ _K1000_CASES = (
 
 
 def _cases(k: int) -> dict[str, np.ndarray]:
-    cases = _regimes(k, np.random.default_rng(k))
+    cases = regimes(k, np.random.default_rng(k))
     if k == 1000:
         cases = {name: cases[name] for name in _K1000_CASES}
     return cases
