@@ -39,7 +39,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 
 from reference import log_partition_and_mean, regimes  # noqa: E402
 
-from keras_cc.ops import cc_log_partition, cc_mean  # noqa: E402
+from keras_cc.ops import cc_log_partition  # noqa: E402
 
 RESULTS = HERE / "results"
 CACHE = RESULTS / "reference_cache.json"
@@ -195,7 +195,9 @@ def speed(ks: list[int], batch: int, repeats: int) -> str:
     rng = np.random.default_rng(0)
     for jit in modes:
         for k in ks:
-            z = ops.convert_to_tensor((rng.normal(size=(batch, k)) * 3).astype("float32"))
+            z = ops.convert_to_tensor(
+                (rng.normal(size=(batch, k)) * 3).astype("float32")
+            )
             fns = {
                 "lse": _compile(lambda t: ops.logsumexp(t, axis=-1), jit),
                 "ours": _compile(cc_log_partition, jit),
@@ -210,7 +212,11 @@ def speed(ks: list[int], batch: int, repeats: int) -> str:
                     times[name].append(_time(fn, z, repeats))
             t = {name: min(v) for name, v in times.items()}
             eq6 = t.get("eq6")
-            label = ("XLA" if jit else "tf.function") if backend == "tensorflow" else "jax.jit"
+            label = (
+                ("XLA" if jit else "tf.function")
+                if backend == "tensorflow"
+                else "jax.jit"
+            )
             lines.append(
                 f"| {backend} | {label} | {k} | {t['lse'] * 1e3:.3f} | "
                 + (f"{eq6 * 1e3:.2f}" if eq6 else "not run (O(K^2) memory)")
