@@ -11,9 +11,10 @@ Reports:
     vector env with --num-envs envs (random actions: only the emulator and
     preprocessing are timed);
   * acting: student forward passes for --num-envs observations per second;
-  * learner updates/s at batch 32: the DQN update (replay sample, target
-    network forward, compiled train step) and the AMN update with each loss
-    (replay sample, expert forward, compiled train step on the union head);
+  * learner updates/s at batch 32: the DQN update (replay sample, then one
+    compiled step: online and target forward, TD loss, Adam) and the AMN
+    update with each loss (replay sample, then one compiled step: expert and
+    student forward, gathered union head, loss, Adam);
   * replay bytes per transition (frames stored once, uint8).
 """
 
@@ -153,14 +154,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     # DQN learner: the exact update of dqn.train, minus acting.
     num_actions = len(dqn.action_meanings(args.game))
     q_net = dqn.nature_cnn(num_actions, name="q")
-    target_net = dqn.nature_cnn(num_actions, name="target")
-    q_net.compile(optimizer=keras.optimizers.Adam(1e-5), loss=dqn.q_learning_loss)
+    learner = dqn.dqn_learner(q_net, dqn.nature_cnn(num_actions, name="target"), 0.99)
+    learner.compile(optimizer=keras.optimizers.Adam(1e-5), loss=learner.loss_fn)
 
     def dqn_update() -> int:
         b_obs, b_act, b_rew, b_next, b_term = replay.sample(args.batch_size)
-        q_next = np.asarray(target_net.predict_on_batch(b_next)).max(axis=1)
-        y = np.stack([b_act, b_rew + 0.99 * (1.0 - b_term) * q_next], axis=1)
-        q_net.train_on_batch(b_obs, y.astype(np.float32))
+        y = np.stack([b_act, b_rew, b_term], axis=1).astype(np.float32)
+        learner.train_on_batch([b_obs, b_next], y)
         return 1
 
     res["dqn_updates_per_s"] = rate(dqn_update, args.seconds)
@@ -174,15 +174,14 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     union, index = actor_mimic.union_action_space(meanings)
     game = args.games[0]
     expert = dqn.nature_cnn(len(meanings[game]), name="expert")
+    dummy = np.zeros((args.batch_size, 1), np.float32)
     for loss in actor_mimic.LOSSES:
         student = dqn.nature_cnn(len(union), name=f"student_{loss}")
-        head = actor_mimic.game_head(student, index[game], 1.0, game)
-        head.compile(keras.optimizers.Adam(1e-4), loss=actor_mimic.make_loss(loss))
+        amn = actor_mimic.amn_learner(student, expert, index[game], 1.0, loss, game)
+        amn.compile(optimizer=keras.optimizers.Adam(1e-4), loss=amn.loss_fn)
 
-        def amn_update(head: keras.Model = head) -> int:
-            b_obs = replay.sample(args.batch_size)[0]
-            q = np.asarray(expert.predict_on_batch(b_obs), np.float64)
-            head.train_on_batch(b_obs, actor_mimic.softmax(q).astype(np.float32))
+        def amn_update(amn: keras.Model = amn) -> int:
+            amn.train_on_batch(replay.sample(args.batch_size)[0], dummy)
             return 1
 
         res[f"amn_{loss}_updates_per_s"] = rate(amn_update, args.seconds)

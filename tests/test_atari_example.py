@@ -137,6 +137,73 @@ def test_union_action_mapping_by_meaning() -> None:
     assert list(idx["Breakout"]) == [0, 1, 2, 3]
 
 
+# ------------------------------------------------- fused learner losses ----
+def _frames(n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (n, dqn.STACK, *dqn.FRAME_SHAPE), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("loss", ["xe", "cc"])
+def test_amn_learner_loss_matches_reference(loss: str) -> None:
+    """Gathered student logits vs softmax(Q_expert / T), as the paper defines."""
+    import keras
+
+    from keras_cc.ops import cc_log_partition
+
+    student, expert = dqn.nature_cnn(6, name="s"), dqn.nature_cnn(4, name="e")
+    own = np.array([0, 1, 3, 2])  # a game whose action order differs
+    temperature = 0.5
+    amn = actor_mimic.amn_learner(student, expert, own, temperature, loss, "G")
+    amn.compile(optimizer=keras.optimizers.Adam(1e-3), loss=amn.loss_fn)
+    x = _frames(8, 0)
+    z = np.asarray(student.predict_on_batch(x), np.float64)[:, own] / temperature
+    q = np.asarray(expert.predict_on_batch(x), np.float64) / temperature
+    y = np.exp(q - q.max(1, keepdims=True))
+    y /= y.sum(1, keepdims=True)
+    if loss == "xe":
+        log_p = z - z.max(1, keepdims=True)
+        log_p -= np.log(np.exp(log_p).sum(1, keepdims=True))
+        expected = -(y * log_p).sum(1).mean()
+    else:
+        log_a = np.asarray(cc_log_partition(z.astype(np.float32)), np.float64)
+        expected = (log_a - (y * z).sum(1)).mean()
+    dummy = np.zeros((8, 1), np.float32)
+    got = float(np.asarray(amn.test_on_batch(x, dummy)))
+    np.testing.assert_allclose(got, expected, rtol=2e-4, atol=2e-4)
+    # A step moves the student and leaves the frozen expert alone.
+    before_e = [np.array(w) for w in expert.get_weights()]
+    before_s = [np.array(w) for w in student.get_weights()]
+    amn.train_on_batch(x, dummy)
+    for a, b in zip(before_e, expert.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert any(
+        not np.array_equal(a, b)
+        for a, b in zip(before_s, student.get_weights(), strict=True)
+    )
+
+
+def test_dqn_learner_loss_matches_reference() -> None:
+    import keras
+
+    q_net, target = dqn.nature_cnn(4, name="q"), dqn.nature_cnn(4, name="t")
+    learner = dqn.dqn_learner(q_net, target, gamma=0.9)
+    learner.compile(optimizer=keras.optimizers.Adam(1e-3), loss=learner.loss_fn)
+    # Big enough Q-values that some TD errors fall on each side of Huber's δ.
+    target.set_weights([w * 3.0 for w in q_net.get_weights()])
+    x, x2 = _frames(16, 1), _frames(16, 2)
+    rng = np.random.default_rng(3)
+    a = rng.integers(0, 4, 16)
+    r = rng.integers(-1, 2, 16).astype(np.float64)
+    term = rng.random(16) < 0.5
+    q = np.asarray(q_net.predict_on_batch(x), np.float64)
+    q2 = np.asarray(target.predict_on_batch(x2), np.float64).max(1)
+    err = np.abs(r + 0.9 * (1 - term) * q2 - q[np.arange(16), a])
+    expected = np.where(err <= 1, 0.5 * err**2, err - 0.5).mean()
+    y = np.stack([a, r, term], 1).astype(np.float32)
+    got = float(np.asarray(learner.test_on_batch([x, x2], y)))
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
 # -------------------------------------------------------------- CLI input ----
 @pytest.mark.parametrize(
     "argv, message",

@@ -160,33 +160,45 @@ def union_action_space(
     return union, index
 
 
-def softmax(x: np.ndarray) -> np.ndarray:
-    x = x - x.max(axis=-1, keepdims=True)  # no overflow for large Q-values
-    e = np.exp(x)
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-def game_head(
-    student: keras.Model, actions: np.ndarray, temperature: float, game: str
+def amn_learner(
+    student: keras.Model,
+    expert: keras.Model,
+    actions: np.ndarray,
+    temperature: float,
+    loss: str,
+    game: str,
 ) -> keras.Model:
-    """The student seen by one game: its own actions' logits, divided by T.
+    """One game's view of the student, with its frozen expert alongside.
 
-    Every game's model shares the student's layers (and one optimizer), so
-    Keras' compiled ``train_on_batch`` trains the shared weights on any
-    backend; each game's loss sees a fixed action subset, which the CC loss
-    needs (its normaliser is over exactly that game's simplex).
+    Output: the student's logits for this game's own actions (gathered from
+    the union layout) and the expert's Q-values, both divided by T. The loss
+    turns the second half into the target softmax(Q / T) and fits the first
+    half to it: cross-entropy (AMN) or the CC negative log-likelihood
+    (CC-AMN), whose normaliser runs over exactly this game's actions. One
+    compiled ``train_on_batch`` call per update on any backend; all games'
+    learners share the student's layers and one optimizer.
     """
+    expert.trainable = False
     idx = [int(a) for a in actions]
-    gathered = layers.Lambda(
-        lambda z: ops.take(z, idx, axis=-1) / temperature, name=f"{game}_actions"
-    )(student.output)
-    return keras.Model(student.input, gathered, name=f"student_{game}")
+    obs = keras.Input(student.input.shape[1:], dtype="uint8", name="obs")
+    logits = layers.Lambda(lambda z: ops.take(z, idx, axis=-1), name="own_actions")(
+        student(obs)
+    )
+    both = layers.Concatenate()([logits, expert(obs)])
+    scaled = layers.Rescaling(1.0 / temperature, name="temperature")(both)
+    model = keras.Model(obs, scaled, name=f"amn_{game}")
+    k = len(idx)
+    if loss == "cc":
+        fit = keras_cc.losses.ContinuousCategoricalCrossentropy(from_logits=True)
+    else:
+        fit = keras.losses.CategoricalCrossentropy(from_logits=True)
 
+    def actor_mimic_loss(_, y_pred):
+        target = ops.softmax(ops.stop_gradient(y_pred[:, k:]), axis=-1)
+        return fit(target, y_pred[:, :k])
 
-def make_loss(kind: str) -> keras.losses.Loss:
-    if kind == "cc":
-        return keras_cc.losses.ContinuousCategoricalCrossentropy(from_logits=True)
-    return keras.losses.CategoricalCrossentropy(from_logits=True)
+    model.loss_fn = actor_mimic_loss
+    return model
 
 
 # --------------------------------------------------------------------------
@@ -200,18 +212,23 @@ def train(cfg: AMNConfig) -> dict[str, Any]:
     rng = np.random.default_rng(cfg.seed)
     algo = "cc-amn" if cfg.loss == "cc" else "amn"
 
-    meanings = {game: action_meanings(game) for game in cfg.games}
+    games = cfg.games
+    meanings = {game: action_meanings(game) for game in games}
     union, game_actions = union_action_space(meanings)
     student = nature_cnn(len(union), name="student")
     optimizer = keras.optimizers.Adam(cfg.learning_rate, epsilon=cfg.adam_epsilon)
-    heads = {}
-    for game in cfg.games:
-        heads[game] = game_head(student, game_actions[game], cfg.temperature, game)
-        heads[game].compile(optimizer=optimizer, loss=make_loss(cfg.loss))
     if cfg.fresh_experts:
-        experts = {g: nature_cnn(len(meanings[g]), name=f"expert_{g}") for g in heads}
+        experts = {
+            g: nature_cnn(len(meanings[g]), name=f"expert_{g}") for g in meanings
+        }
     else:
-        experts = {g: load_q_network(Path(cfg.experts_dir) / g, g) for g in heads}
+        experts = {g: load_q_network(Path(cfg.experts_dir) / g, g) for g in games}
+    learners = {}
+    for g in games:
+        learners[g] = amn_learner(
+            student, experts[g], game_actions[g], cfg.temperature, cfg.loss, g
+        )
+        learners[g].compile(optimizer=optimizer, loss=learners[g].loss_fn)
 
     state: dict[str, Any] = dict(step=0, updates=0, next_update=cfg.learning_starts)
     state.update(next_eval=cfg.eval_every, next_log=cfg.log_every)
@@ -228,10 +245,10 @@ def train(cfg: AMNConfig) -> dict[str, Any]:
 
     seed = cfg.seed + state["step"]
     envs = {
-        g: make_env(g, cfg.num_envs, cfg, seed + 100 * i) for i, g in enumerate(heads)
+        g: make_env(g, cfg.num_envs, cfg, seed + 100 * i) for i, g in enumerate(games)
     }
-    eval_envs = {g: make_env(g, cfg.eval_envs, cfg, cfg.seed + 10_000) for g in heads}
-    replays = {g: FrameReplay(cfg.buffer_size, cfg.num_envs, seed=seed) for g in heads}
+    eval_envs = {g: make_env(g, cfg.eval_envs, cfg, cfg.seed + 10_000) for g in games}
+    replays = {g: FrameReplay(cfg.buffer_size, cfg.num_envs, seed=seed) for g in games}
     obs = {}
     for i, game in enumerate(cfg.games):
         obs[game], _ = envs[game].reset(seed=seed + 100 * i)
@@ -243,11 +260,13 @@ def train(cfg: AMNConfig) -> dict[str, Any]:
     )
 
     def scores_fn(game: str):
-        return lambda o: np.asarray(heads[game].predict_on_batch(o))
+        """The student's logits for this game's actions (argmax = its policy)."""
+        own = game_actions[game]
+        return lambda o: np.asarray(student.predict_on_batch(o))[:, own]
 
-    returns = {g: np.zeros(cfg.num_envs) for g in heads}
-    recent_returns: dict[str, list[float]] = {g: [] for g in heads}
-    recent_losses: dict[str, list[float]] = {g: [] for g in heads}
+    returns = {g: np.zeros(cfg.num_envs) for g in games}
+    recent_returns: dict[str, list[float]] = {g: [] for g in games}
+    recent_losses: dict[str, list[float]] = {g: [] for g in games}
 
     def env_step(game: str, epsilon: float, record: bool) -> None:
         """ε-greedy on the student's own policy over this game's actions."""
@@ -282,11 +301,9 @@ def train(cfg: AMNConfig) -> dict[str, Any]:
         while state["step"] >= state["next_update"]:
             for game in cfg.games:
                 b_obs = replays[game].sample(cfg.batch_size)[0]
-                q_expert = np.asarray(experts[game].predict_on_batch(b_obs))
-                target = softmax(q_expert.astype(np.float64) / cfg.temperature)
-                loss = float(
-                    np.asarray(heads[game].train_on_batch(b_obs, target.astype("f4")))
-                )
+                # The expert's targets are computed inside the compiled step.
+                dummy = np.zeros((cfg.batch_size, 1), np.float32)
+                loss = float(np.asarray(learners[game].train_on_batch(b_obs, dummy)))
                 # Must stay 0: the paper's CC-AMN failed on Pong exactly here.
                 state["nonfinite_losses"][game] += int(not math.isfinite(loss))
                 recent_losses[game].append(loss)

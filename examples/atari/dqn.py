@@ -244,18 +244,36 @@ def nature_cnn(num_outputs: int, name: str = "nature_cnn") -> keras.Model:
     return keras.Model(frames, outputs, name=name)
 
 
-def q_learning_loss(y_true, q_values):
-    """Huber TD error on the taken action; y_true packs (action, TD target).
+def dqn_learner(
+    q_net: keras.Model, target_net: keras.Model, gamma: float
+) -> keras.Model:
+    """One model whose compiled ``train_on_batch`` is the whole DQN update.
 
-    Packing both into ``y_true`` lets Keras's own compiled ``train_on_batch``
-    do the gradient step on every backend, with no backend-specific code.
+    It runs the online net on s and the frozen target net on s' in a single
+    call (one host round trip per update, not two); the loss below forms the
+    TD target from both. Keras compiles the step on every backend, so there
+    is no backend-specific training code. Checkpoints hold q_net/target_net.
     """
-    actions = ops.cast(y_true[:, 0], "int32")
-    td_target = y_true[:, 1]
-    q_taken = ops.sum(q_values * ops.one_hot(actions, q_values.shape[-1]), axis=-1)
-    error = ops.abs(td_target - q_taken)
-    # Huber with δ = 1 is Nature's "clip the error term to [-1, 1]".
-    return ops.where(error <= 1.0, 0.5 * ops.square(error), error - 0.5)
+    target_net.trainable = False  # no gradients, no optimizer slots
+    obs = keras.Input((STACK, *FRAME_SHAPE), dtype="uint8", name="obs")
+    next_obs = keras.Input((STACK, *FRAME_SHAPE), dtype="uint8", name="next_obs")
+    both = layers.Concatenate()([q_net(obs), target_net(next_obs)])
+    model = keras.Model([obs, next_obs], both, name="dqn_learner")
+    num_actions = q_net.output.shape[-1]
+
+    def q_learning_loss(y_true, y_pred):
+        """Huber TD error on the taken action; y_true = (a, r, terminated)."""
+        actions = ops.cast(y_true[:, 0], "int32")
+        q = y_pred[:, :num_actions]
+        q_next = ops.stop_gradient(ops.max(y_pred[:, num_actions:], axis=-1))
+        td_target = y_true[:, 1] + gamma * (1.0 - y_true[:, 2]) * q_next
+        q_taken = ops.sum(q * ops.one_hot(actions, num_actions), axis=-1)
+        error = ops.abs(td_target - q_taken)
+        # Huber with δ = 1 is Nature's "clip the error term to [-1, 1]".
+        return ops.where(error <= 1.0, 0.5 * ops.square(error), error - 0.5)
+
+    model.loss_fn = q_learning_loss
+    return model
 
 
 # --------------------------------------------------------------------------
@@ -571,7 +589,8 @@ def train(cfg: DQNConfig) -> dict[str, Any]:
     q_net = nature_cnn(num_actions, name="q")
     target_net = nature_cnn(num_actions, name="target")
     optimizer = keras.optimizers.Adam(cfg.learning_rate, epsilon=cfg.adam_epsilon)
-    q_net.compile(optimizer=optimizer, loss=q_learning_loss)
+    learner = dqn_learner(q_net, target_net, cfg.gamma)
+    learner.compile(optimizer=optimizer, loss=learner.loss_fn)
     target_net.set_weights(q_net.get_weights())
 
     # Counters are all in agent steps; `state` is exactly what a resume needs.
@@ -637,10 +656,8 @@ def train(cfg: DQNConfig) -> dict[str, Any]:
         # One update per `train_every` agent steps, whatever num_envs is.
         while state["step"] >= state["next_update"] and len(replay) >= cfg.batch_size:
             b_obs, b_act, b_rew, b_next, b_term = replay.sample(cfg.batch_size)
-            q_next = np.asarray(target_net.predict_on_batch(b_next)).max(axis=1)
-            td_target = b_rew + cfg.gamma * (1.0 - b_term) * q_next
-            y = np.stack([b_act, td_target], axis=1).astype(np.float32)
-            loss = float(np.asarray(q_net.train_on_batch(b_obs, y)))
+            y = np.stack([b_act, b_rew, b_term], axis=1).astype(np.float32)
+            loss = float(np.asarray(learner.train_on_batch([b_obs, b_next], y)))
             state["nonfinite_losses"] += int(not math.isfinite(loss))
             recent_losses.append(loss)
             state["updates"] += 1
