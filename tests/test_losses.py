@@ -7,8 +7,12 @@ graph-mode asserts) is asserted per backend, never skipped.
 
 from __future__ import annotations
 
+import doctest
 import math
+import pathlib
+import re
 import warnings
+import zlib
 
 import _cc_reference as ref
 import keras
@@ -23,6 +27,13 @@ RNG = np.random.default_rng(20201105)
 # Most tests use batches of B rows and K in {2, 3, 5, 10, 100}: on JAX every
 # new eager shape costs seconds of compilation, so shapes are shared.
 B = 6
+
+
+@pytest.fixture(autouse=True)
+def _seed_per_test(request):
+    """Each test draws the same data however pytest-xdist splits the tests."""
+    global RNG
+    RNG = np.random.default_rng(zlib.crc32(request.node.name.encode()))
 
 
 def _np(x) -> np.ndarray:
@@ -721,3 +732,28 @@ def test_fit_jit_and_eager_agree():
         z = _np(model(x))
     want = ref.reduce(ref.nll_rows(ref.smooth(np.eye(6)[labels], 0.1), z))
     np.testing.assert_allclose(results, want, rtol=1e-4)
+
+
+# ---------------------------------------------------------- documentation
+
+
+def test_docstring_examples():
+    import keras_cc
+
+    globs = {"np": np, "keras": keras, "keras_cc": keras_cc}
+    for module in (cc_losses, keras_cc.metrics):
+        result = doctest.testmod(module, extraglobs=globs, optionflags=doctest.ELLIPSIS)
+        assert result.attempted > 0 and result.failed == 0, module.__name__
+
+
+def test_docs_api_examples_run():
+    """Every ```python block of docs/api.md, in order, in one namespace."""
+    text = (pathlib.Path(__file__).parents[1] / "docs" / "api.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert len(blocks) >= 8
+    namespace: dict = {}
+    for block in blocks:
+        exec(compile(block, "docs/api.md", "exec"), namespace)  # noqa: S102
+    assert (
+        namespace["restored"].loss.get_config() == namespace["model"].loss.get_config()
+    )

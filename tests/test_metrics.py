@@ -6,6 +6,8 @@ with KERAS_BACKEND=jax.
 
 from __future__ import annotations
 
+import zlib
+
 import _cc_reference as ref
 import keras
 import numpy as np
@@ -18,6 +20,13 @@ from keras_cc import metrics as cc_metrics
 BACKEND = keras.backend.backend()
 RNG = np.random.default_rng(7)
 B, K = 6, 5  # one shape throughout: JAX compiles per eager shape
+
+
+@pytest.fixture(autouse=True)
+def _seed_per_test(request):
+    """Each test draws the same data however pytest-xdist splits the tests."""
+    global RNG
+    RNG = np.random.default_rng(zlib.crc32(request.node.name.encode()))
 
 
 def _np(x) -> np.ndarray:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import zlib
 
 import _cc_reference as ref
 import keras
@@ -20,6 +21,13 @@ from keras_cc import metrics as cc_metrics
 
 RNG = np.random.default_rng(11)
 B, K = 6, 5
+
+
+@pytest.fixture(autouse=True)
+def _seed_per_test(request):
+    """Each test draws the same data however pytest-xdist splits the tests."""
+    global RNG
+    RNG = np.random.default_rng(zlib.crc32(request.node.name.encode()))
 
 
 def _np(x) -> np.ndarray:
