@@ -518,7 +518,10 @@ def _tensorboard_writer(logdir: Path) -> tuple[Any, Any] | None:
         return None
     if keras.backend.backend() != "tensorflow":
         # Summaries are host-side; keep TF off the accelerator JAX is using.
-        tf.config.set_visible_devices([], "GPU")
+        try:
+            tf.config.set_visible_devices([], "GPU")
+        except RuntimeError:  # TF already initialised its devices elsewhere
+            pass
     return tf, tf.summary.create_file_writer(str(logdir))
 
 
