@@ -14,6 +14,10 @@ sampler at the sample sizes used (see the comments at each test).
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import mpmath
 import numpy as np
 import pytest
@@ -546,3 +550,19 @@ def test_validate_args_errors():
     # Valid points (incl. a float32 sample of K=3) pass validation.
     assert np.isfinite(dist.log_prob(dist.sample(10, seed=(1, 1))).numpy()).all()
     assert np.isfinite(dist.log_prob([1.0, 0.0, 0.0]).numpy())
+
+
+def test_non_tensorflow_backend_gets_a_clear_import_error():
+    # A fresh interpreter under the JAX backend (the backend is fixed per
+    # process, so this cannot run in-process).
+    env = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run(
+        [sys.executable, "-c", "import keras_cc.distributions"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "ImportError: keras_cc.distributions needs the TensorFlow" in result.stderr

@@ -39,8 +39,8 @@ __all__ = ["ContinuousCategorical"]
 _SADDLE_NEWTON_STEPS = 12
 # Safety cap on rejection rounds. With m logits near the top and the other
 # K - m far below (gaps >> K), the better proposal accepts with probability
-# about max(sqrt(m/K), 1/(m-1)!) >= 0.06 for K <= 1000; on logit spreads up to
-# 1000 we measured >= 0.34 (benchmarks/sampler.py). A sample is still pending
+# about max(sqrt(m/K), 1/(m-1)!) >= 0.06 for K <= 1000 (benchmarks/sampler.py
+# measures 0.077 at K = 1000, m = 5, gap 1e4). A sample is still pending
 # after this many rounds with probability below 0.94**10_000, i.e. never;
 # such a slot would be returned as NaN rather than biased.
 _MAX_REJECTION_ROUNDS = 10_000
@@ -309,8 +309,9 @@ class ContinuousCategorical(distribution.AutoCompositeTensorDistribution):
     simplex, best near ties, or truncated exponentials below the top vertex,
     best when the other logits are far below the top one. The acceptance
     probability per proposal is `sampler_acceptance_rate()`: 1 for equal
-    logits and for ``K = 2``, above ~0.3 on logit spreads up to 1000 and
-    K up to 1000 (benchmarks/sampler.py). Samples are not
+    logits and for ``K = 2``, >= 0.95 for K <= 1000 and logit spreads <= 100,
+    lowest (~0.08 at K = 1000) when a few tied logits sit on top of all others
+    far below (benchmarks/sampler.py). Samples are not
     reparameterised (no gradient flows through them). The sampler uses
     dynamic shapes inside a `tf.while_loop`, so it runs eagerly and under
     `tf.function` but not under XLA (`jit_compile=True`).
