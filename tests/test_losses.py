@@ -617,6 +617,18 @@ def test_mixed_float16_softmax_head_keeps_logits():
         got = _np(
             cc_losses.ContinuousCategoricalCrossentropy(reduction=None)(y, model(x))
         )
+        # The same inside a compiled (XLA) train/eval step, with the loss-scale
+        # optimizer mixed_float16 brings.
+        model.compile(
+            optimizer="sgd",
+            loss=cc_losses.ContinuousCategoricalCrossentropy(),
+            jit_compile=True,
+        )
+        compiled = model.evaluate(x, y, batch_size=B, verbose=0)
+        history = model.fit(x, y, batch_size=B, epochs=1, verbose=0)
+        assert type(model.optimizer).__name__ == "LossScaleOptimizer"
+        assert np.isfinite(history.history["loss"][0])
+        assert all(np.all(np.isfinite(_np(w))) for w in model.weights)
     finally:
         keras.config.set_dtype_policy(previous)
     z = np.tile(np.array([40.0, 0.5, 0.0]), (B, 1))
@@ -625,10 +637,10 @@ def test_mixed_float16_softmax_head_keeps_logits():
     clipped = ref.nll_rows(
         y, np.log(np.clip(p16.astype(np.float16).astype(np.float64), eps, 1 - eps))
     )
-    if BACKEND == "tensorflow":
-        np.testing.assert_allclose(got, ref.nll_rows(y, z), atol=1e-4)
-    else:
-        np.testing.assert_allclose(got, clipped, rtol=1e-3)
+    want = ref.nll_rows(y, z) if BACKEND == "tensorflow" else clipped
+    np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(compiled, want.mean(), rtol=1e-3, atol=1e-4)
+    assert abs(ref.nll_rows(y, z).mean() - clipped.mean()) > 0.1  # paths differ
 
 
 # ------------------------------------------------------------ training
