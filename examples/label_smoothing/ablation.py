@@ -295,6 +295,15 @@ def run_grid(args: argparse.Namespace, out: Path) -> list[Run]:
             print(
                 f"\n=== {run.setting.name} / {run.loss} / seed {run.seed}", flush=True
             )
+        if args.in_process:
+            from examples.label_smoothing import train
+
+            try:
+                rc = train.main(cmd[3:])  # the flags after "python -m module"
+            except Exception as err:  # report and go on, like a failed subprocess
+                print(f"error: {err!r}", file=sys.stderr)
+                rc = 1
+        elif args.jobs == 1:
             rc = subprocess.call(cmd, env=env, cwd=REPO_ROOT)
         else:
             # Side-by-side runs would interleave their progress bars: each

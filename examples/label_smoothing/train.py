@@ -346,6 +346,9 @@ def _train(args: argparse.Namespace, out: Path, start_epoch: int) -> int:
             print(f"error: the CC loss is unavailable ({err}).", file=sys.stderr)
             return 2
 
+    # Several runs may share a process (ablation --in-process): start each
+    # from a clean Keras state (layer names, cached graphs).
+    keras.backend.clear_session()
     keras.utils.set_random_seed(args.seed)
     data = data_lib.load_data(args.dataset, args.data_dir, args.digits_size)
     if args.limit_train:
