@@ -29,10 +29,12 @@ __all__ = [
 ]
 
 # Row sums of `y_true` may differ from 1 by this much (absolute, which is also
-# relative since the sum should be 1). float32 one-hot or normalised-count
-# targets are exact to ~1e-7 per entry, so 1e-3 only lets rounding through
-# (even for K in the thousands), never a target that was not normalised.
-_SUM_TOLERANCE = {"float64": 1e-6}
+# relative since the sum should be 1), by the dtype `y_true` arrives in.
+# float32 normalised targets are exact to ~6e-8 per entry, so 1e-3 only lets
+# rounding through (even for K in the thousands), never a target that was not
+# normalised; half-precision targets carry ~1e-3 (float16) or ~8e-3
+# (bfloat16) rounding per entry.
+_SUM_TOLERANCE = {"float64": 1e-6, "float16": 1e-2, "bfloat16": 5e-2}
 _DEFAULT_SUM_TOLERANCE = 1e-3
 
 
@@ -105,14 +107,14 @@ def _is_concrete(x) -> bool:
     return False
 
 
-def _validate_targets(y_true, axis: int):
+def _validate_targets(y_true, axis: int, source_dtype: str):
     """Raise (eager) or assert (TF graph) that `y_true` lies on the simplex.
 
     Checked on the target as given, before label smoothing: smoothing mixes it
     with the uniform vector, so the smoothed target is on the simplex too.
     Returns `y_true`, carrying control dependencies on the asserts in a graph.
     """
-    dtype = keras.backend.standardize_dtype(y_true.dtype)
+    dtype = source_dtype
     tol = _SUM_TOLERANCE.get(dtype, _DEFAULT_SUM_TOLERANCE)
     if _is_concrete(y_true):
         values = np.asarray(ops.convert_to_numpy(y_true), dtype=np.float64)
@@ -252,7 +254,8 @@ def continuous_categorical_crossentropy(
         axis: The class axis. Defaults to `-1`.
         validate_targets: If `True` (default), check that `y_true` is finite,
             non-negative and sums to 1 along `axis` (within 1e-3 for float32
-            and lower precision, 1e-6 for float64), before smoothing. Eagerly a
+            targets, 1e-6 for float64, 1e-2 for float16, 5e-2 for bfloat16),
+            before smoothing. Eagerly a
             `ValueError` is raised; in a TensorFlow graph, runtime asserts
             raise `InvalidArgumentError` (dropped by XLA); under JAX tracing
             no check is possible. Nothing is clipped or renormalised.
@@ -285,9 +288,10 @@ def continuous_categorical_crossentropy(
     )
     y_true = ops.convert_to_tensor(y_true)
     _check_shapes(y_true, logits)
+    source_dtype = keras.backend.standardize_dtype(y_true.dtype)
     y_true = ops.cast(y_true, logits.dtype)
     if validate_targets:
-        y_true = _validate_targets(y_true, axis)
+        y_true = _validate_targets(y_true, axis, source_dtype)
     if label_smoothing:
         num_classes = ops.cast(ops.shape(y_true)[axis], y_true.dtype)
         y_true = y_true * (1.0 - label_smoothing) + label_smoothing / num_classes
@@ -505,8 +509,9 @@ class ContinuousCategoricalCrossentropy(_ContinuousCategoricalLoss):
             provided, then the `compute_dtype` will be utilized (half
             precision is still computed in float32).
         validate_targets: If `True` (default), `y_true` must be finite,
-            non-negative and sum to 1 along `axis` within 1e-3 (float32 and
-            lower) or 1e-6 (float64), checked before smoothing. Eagerly a
+            non-negative and sum to 1 along `axis` within 1e-3 (the loss
+            casts `y_true` to its dtype first: float32 by default; 1e-6 for
+            float64), checked before smoothing. Eagerly a
             `ValueError` is raised; in a TensorFlow graph, runtime asserts
             raise `InvalidArgumentError` (XLA drops them); JAX traced code is
             not checked. Set `False` to skip the check.
