@@ -177,7 +177,7 @@ def _check_shapes(y_true, y_pred):
 
 
 def _logits_from_pred(y_pred, from_logits: bool, fn_name: str):
-    """The logits to use and their compute dtype (float32 for half inputs)."""
+    """The logits to use, in the compute dtype (float32 for half inputs)."""
     recovered = _recover_tf_logits(y_pred)
     if recovered is not None:
         if from_logits:
