@@ -267,8 +267,8 @@ def continuous_categorical_crossentropy(
 
     Example:
 
-    >>> y_true = [[0.0, 1.0, 0.0], [0.2, 0.3, 0.5]]
-    >>> logits = [[0.0, 3.0, -1.0], [0.0, 0.0, 0.0]]
+    >>> y_true = np.array([[0.0, 1.0, 0.0], [0.2, 0.3, 0.5]], "float32")
+    >>> logits = np.array([[0.0, 3.0, -1.0], [0.0, 0.0, 0.0]], "float32")
     >>> loss = keras_cc.losses.continuous_categorical_crossentropy(
     ...     y_true, logits, from_logits=True)
     >>> np.round(np.asarray(loss), 4)
@@ -331,8 +331,9 @@ def sparse_continuous_categorical_crossentropy(
 
     Example:
 
+    >>> logits = np.array([[0.0, 3.0, -1.0], [0.0, 0.0, 0.0]], "float32")
     >>> loss = keras_cc.losses.sparse_continuous_categorical_crossentropy(
-    ...     [1, 2], [[0.0, 3.0, -1.0], [0.0, 0.0, 0.0]], from_logits=True)
+    ...     np.array([1, 2]), logits, from_logits=True)
     >>> np.round(np.asarray(loss), 4)
     array([-2.6406, -0.6931], dtype=float32)
     """
