@@ -193,6 +193,12 @@ def _log_product(a, b):
     scalar library calls under XLA on CPU, and they were the cost.
     """
     size = a.shape[-1]
+    if size is None:
+        # K unknown while tracing: no static chunking; one log1p and atan2 per
+        # factor instead (slower, equally accurate).
+        log_mag = 0.5 * ops.sum(ops.log1p(a * (2.0 + a) + b * b), axis=-1)
+        phase = ops.sum(_trig("arctan2", b, 1.0 + a), axis=-1)
+        return log_mag, _trig("cos", phase), _trig("sin", phase)
     padded = -(-size // _CHUNK) * _CHUNK
     chunks = padded // _CHUNK
     # Zero padding means factors of exactly one. Chunk members are laid out
@@ -240,7 +246,7 @@ def log_partition_and_state(x):
     # upper half, by conjugate symmetry.
     integral = c["weight"] * ops.sum(val_im, axis=-1, keepdims=True)
     log_partition = c["gamma"] - c["sum_log_d"] + ops.log(integral)
-    return ops.squeeze(log_partition, -1), (c, val_re, val_im, integral)
+    return log_partition[..., 0], (c, val_re, val_im, integral)
 
 
 def mean_from_state(state):

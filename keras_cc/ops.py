@@ -47,7 +47,7 @@ def _shift(z):
     """x = z - max z, and a mask of rows whose logits are all finite."""
     z_max = ops.max(z, axis=-1, keepdims=True)
     finite = ops.all(ops.isfinite(z), axis=-1)
-    return z - z_max, ops.squeeze(z_max, -1), finite
+    return z - z_max, z_max[..., 0], finite
 
 
 def _nan_unless(finite, value):
@@ -61,11 +61,11 @@ def _as_rows(z):
     """Flatten leading dimensions to one row axis; return the way back."""
     if len(z.shape) == 2:
         return z, lambda t: t
-    lead = ops.shape(z)[:-1]
-    rows = ops.reshape(z, (-1, z.shape[-1]))
+    shape = ops.shape(z)
+    rows = ops.reshape(z, (-1, shape[-1]))
 
     def restore(t):
-        return ops.reshape(t, tuple(lead) + tuple(t.shape[1:]))
+        return ops.reshape(t, tuple(shape[:-1]) + tuple(ops.shape(t)[1:]))
 
     return rows, restore
 

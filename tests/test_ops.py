@@ -286,3 +286,17 @@ def test_jax_jit():
         float(value), to_numpy(cc_log_partition(z)).sum(), rtol=1e-13
     )
     np.testing.assert_allclose(np.asarray(grad), to_numpy(cc_mean(z)), rtol=1e-11)
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow", reason="tf.function is TF-only"
+)
+def test_unknown_class_count_while_tracing():
+    import tensorflow as tf
+
+    z = np.random.default_rng(4).normal(size=(2, 3, 9)) * 4
+    spec = tf.TensorSpec([None, None, None], tf.float64)
+    value = tf.function(cc_log_partition, input_signature=[spec])(tf.constant(z))
+    mean = tf.function(cc_mean, input_signature=[spec])(tf.constant(z))
+    np.testing.assert_allclose(value.numpy(), to_numpy(cc_log_partition(z)), rtol=1e-13)
+    np.testing.assert_allclose(mean.numpy(), to_numpy(cc_mean(z)), rtol=1e-11)
