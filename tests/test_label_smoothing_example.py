@@ -311,3 +311,39 @@ def test_help_runs_as_module_and_script() -> None:
         res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=60)
         assert res.returncode == 0, res.stderr
         assert "--seed" in res.stdout and "--out" in res.stdout
+
+
+@pytest.mark.slow
+def test_cli_on_jax_backend_with_resume(tmp_path: Path) -> None:
+    """The same CLI on JAX (a subprocess: the backend is fixed at import).
+
+    RCC exercises the random targets and the CC loss, and the resume covers
+    the optimizer wrapper's stateless (JAX) path and checkpoint restore.
+    """
+    pytest.importorskip("jax")
+    out = tmp_path / "jax"
+    cmd = [
+        sys.executable,
+        "-m",
+        "examples.label_smoothing.train",
+        "--backend",
+        "jax",
+        *TINY,
+        "--loss",
+        "rcc",
+        "--epochs",
+        "2",
+        "--jit-compile",
+        "auto",  # op-by-op JAX (jit off) is far slower than compiling
+        "--out",
+        str(out),
+    ]
+    for extra in (["--stop-after", "1"], []):
+        res = subprocess.run(
+            cmd + extra, cwd=REPO, capture_output=True, text=True, timeout=300
+        )
+        assert res.returncode == 0, res.stderr[-3000:]
+    assert "resuming after epoch 1/2" in res.stdout
+    rows = _rows(out)
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert all(math.isfinite(float(r["test_nll"])) for r in rows)
