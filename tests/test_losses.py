@@ -672,6 +672,16 @@ class _BatchLosses(keras.callbacks.Callback):
         self.values.append(float(logs["loss"]))
 
 
+def test_finite_checking_optimizer_counts_nonfinite_gradients():
+    """The gradient check of the training test is live on this backend."""
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    optimizer = _FiniteCheckingAdam(name="finite_checking_adam")
+    model.compile(optimizer=optimizer, loss="mse", jit_compile=True)
+    x = np.array([[1.0, np.nan], [1.0, 2.0]], np.float32)
+    model.fit(x, np.ones((2, 1), np.float32), batch_size=1, epochs=1, verbose=0)
+    assert float(_np(optimizer.nonfinite_steps)) == 1.0
+
+
 @pytest.mark.parametrize("num_classes", [10, 100])
 def test_cc_label_smoothing_training_500_steps_stays_finite(num_classes):
     """CC-LS (alpha=0.1) from random init, 500 jit-compiled Adam steps.
