@@ -10,13 +10,15 @@ Submodules:
 
 import importlib
 
-from keras_cc import ops
+# losses and metrics are imported eagerly: importing them registers their
+# classes with Keras, so `keras.saving.load_model` works after `import keras_cc`.
+from keras_cc import losses, metrics, ops
 
 __version__ = "0.1.0"
 __all__ = ["ops", "losses", "metrics", "distributions", "__version__"]
 
 
 def __getattr__(name):
-    if name in ("losses", "metrics", "distributions"):
+    if name == "distributions":
         return importlib.import_module(f"keras_cc.{name}")
     raise AttributeError(f"module 'keras_cc' has no attribute {name!r}")

@@ -251,7 +251,7 @@ def log_partition_and_state(x):
 
 def mean_from_state(state):
     """E_CC[x] from the quadrature state of ``log_partition_and_state``."""
-    c, val_re, val_im, integral = state
+    c, val_re, val_im, _ = state
     # mu_k = (1/pi) sum_j Im(val_j / (s_j - x_k)) / integral, where
     # s_j - x_k = (u_j + d_k): only its real part depends on k, so a single
     # full-size tensor is formed and the rest broadcasts.
@@ -260,4 +260,8 @@ def mean_from_state(state):
     vr = ops.expand_dims(val_re, -1)
     vi = ops.expand_dims(val_im, -1)
     q = (vi * p_re - vr * p_im) / (p_re * p_re + p_im * p_im)
-    return c["weight"] * ops.sum(q, axis=-2) / integral
+    mean = ops.sum(q, axis=-2)
+    # Dividing by the sum instead of the integral: the quadrature's error is
+    # mostly common to all classes, so this removes it, and the mean sums to
+    # one exactly (loss gradients then sum to zero).
+    return mean / ops.sum(mean, axis=-1, keepdims=True)
