@@ -144,7 +144,6 @@ def _contour(x, settings):
     ds_im = scale * _NU * ops.ones_like(theta)
     return dict(
         gamma=gamma,
-        d=d,
         inv_d=inv_d,
         sum_log_d=ops.sum(ops.log(d), axis=-1, keepdims=True),
         u_re=u_re,
@@ -252,15 +251,17 @@ def log_partition_and_state(x):
 def mean_from_state(state):
     """E_CC[x] from the quadrature state of ``log_partition_and_state``."""
     c, val_re, val_im, _ = state
-    # mu_k = (1/pi) sum_j Im(val_j / (s_j - x_k)) / integral, where
-    # s_j - x_k = (u_j + d_k): only its real part depends on k, so a single
-    # full-size tensor is formed and the rest broadcasts.
-    p_re = ops.expand_dims(c["u_re"], -1) + ops.expand_dims(c["d"], -2)
-    p_im = ops.expand_dims(c["u_im"], -1)
+    # mu_k is proportional to sum_j Im(val_j / (s_j - x_k)), and
+    # s_j - x_k = d_k w_jk with w = 1 + u/d of moderate size: dividing by w
+    # (not by s - x, whose square overflows for logits ~1e38 apart) and by d_k
+    # after the sum over nodes.
+    a = ops.expand_dims(c["u_re"], -1) * ops.expand_dims(c["inv_d"], -2)
+    b = ops.expand_dims(c["u_im"], -1) * ops.expand_dims(c["inv_d"], -2)
     vr = ops.expand_dims(val_re, -1)
     vi = ops.expand_dims(val_im, -1)
-    q = (vi * p_re - vr * p_im) / (p_re * p_re + p_im * p_im)
-    mean = ops.sum(q, axis=-2)
+    w_re = 1.0 + a
+    q = (vi * w_re - vr * b) / (w_re * w_re + b * b)
+    mean = ops.sum(q, axis=-2) * c["inv_d"]
     # Dividing by the sum instead of the integral: the quadrature's error is
     # mostly common to all classes, so this removes it, and the mean sums to
     # one exactly (loss gradients then sum to zero).

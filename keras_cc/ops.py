@@ -9,6 +9,7 @@ on the TensorFlow, JAX and PyTorch backends.
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_cc import _contour
@@ -47,7 +48,11 @@ def _shift(z):
     """x = z - max z, and a mask of rows whose logits are all finite."""
     z_max = ops.max(z, axis=-1, keepdims=True)
     finite = ops.all(ops.isfinite(z), axis=-1)
-    return z - z_max, z_max[..., 0], finite
+    # A spread beyond the dtype's range (e.g. 3e38 - (-3e38) in float32)
+    # overflows to -inf; the largest finite value in its place changes A by
+    # far less than the bar, which scales with |A| ~ 1e38 there.
+    lowest = float(np.finfo(keras.backend.standardize_dtype(z.dtype)).min)
+    return ops.maximum(z - z_max, lowest), z_max[..., 0], finite
 
 
 def _nan_unless(finite, value):

@@ -227,6 +227,20 @@ def test_never_nan_or_inf_for_finite_inputs():
             assert np.all(grad > 0) and np.allclose(grad.sum(-1), 1, atol=1e-4)
 
 
+def test_extreme_finite_logits():
+    # Spreads near and beyond the dtype's range still give finite answers
+    # within the bar (|A| ~ 1e38 there, so the bar is loose in absolute terms).
+    for dtype, big in (("float32", 3e38), ("float64", 1e308)):
+        z = np.array([[big, -big], [0.0, -1e30], [1e30, -1e30]], dtype)
+        _, grad = value_and_grad(cc_log_partition, z)
+        value = to_numpy(cc_log_partition(z)).astype(np.float64)
+        assert np.all(np.isfinite(value)) and np.all(np.isfinite(grad))
+        assert value[0] == pytest.approx(big, rel=1e-5)
+        # A(0, -L) = log((1 - e^-L) / L) -> -log(L) for large L.
+        assert value[1] == pytest.approx(-np.log(1e30), rel=1e-5)
+        np.testing.assert_allclose(grad[:, 0], 1.0, atol=1e-5)
+
+
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 def test_half_precision_inputs_are_computed_in_float32(dtype):
     z = keras.ops.cast(np.array([[0.0, 1.5, -3.25, 8.0]] * 2), dtype)
