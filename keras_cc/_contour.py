@@ -198,13 +198,13 @@ def _log_product(a, b):
         log_mag = 0.5 * ops.sum(ops.log1p(a * (2.0 + a) + b * b), axis=-1)
         phase = ops.sum(_trig("arctan2", b, 1.0 + a), axis=-1)
         return log_mag, _trig("cos", phase), _trig("sin", phase)
-    padded = -(-size // _CHUNK) * _CHUNK
-    chunks = padded // _CHUNK
-    # Zero padding means factors of exactly one. Chunk members are laid out
-    # along a major axis, so each halving slices contiguous memory.
+    # The caller pads K to a multiple of _CHUNK (zeros: factors of one).
+    chunks = size // _CHUNK
+    # Chunk members are laid out along a major axis, so each halving slices
+    # contiguous memory.
     shape = (-1, a.shape[-2], _CHUNK, chunks)
-    a = ops.reshape(_pad_last(a, padded, 0.0), shape)
-    b = ops.reshape(_pad_last(b, padded, 0.0), shape)
+    a = ops.reshape(a, shape)
+    b = ops.reshape(b, shape)
     while a.shape[-2] > 1:
         a, b = _multiply_pairs(a, b, one_plus=True, axis=-2)
     a, b = a[..., 0, :], b[..., 0, :]
@@ -223,8 +223,15 @@ def _log_product(a, b):
 
 def _integrand(c):
     """Integrand values e^{s - gamma} prod_k d_k / (s - x_k) * ds/dtheta, (..., N)."""
-    a = ops.expand_dims(c["u_re"], -1) * ops.expand_dims(c["inv_d"], -2)
-    b = ops.expand_dims(c["u_im"], -1) * ops.expand_dims(c["inv_d"], -2)
+    inv_d = c["inv_d"]
+    size = inv_d.shape[-1]
+    if size is not None and size % _CHUNK:
+        # Pad the small (rows, K) tensor, not the (rows, N, K) ones: padding
+        # the minor axis of the large tensors is slow under XLA. 1/d = 0 makes
+        # a factor of exactly one.
+        inv_d = _pad_last(inv_d, -(-size // _CHUNK) * _CHUNK, 0.0)
+    a = ops.expand_dims(c["u_re"], -1) * ops.expand_dims(inv_d, -2)
+    b = ops.expand_dims(c["u_im"], -1) * ops.expand_dims(inv_d, -2)
     log_mag, unit_re, unit_im = _log_product(a, b)
     mag = ops.exp(c["u_re"] - log_mag)
     # e^{i u_im} / unit = e^{i u_im} * conj(unit).
