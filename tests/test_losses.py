@@ -677,8 +677,12 @@ def test_finite_checking_optimizer_counts_nonfinite_gradients():
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     optimizer = _FiniteCheckingAdam(name="finite_checking_adam")
     model.compile(optimizer=optimizer, loss="mse", jit_compile=True)
-    x = np.array([[1.0, np.nan], [1.0, 2.0]], np.float32)
-    model.fit(x, np.ones((2, 1), np.float32), batch_size=1, epochs=1, verbose=0)
+    # The non-finite row comes last and unshuffled: first, it would make the
+    # weights NaN and the following step would count too.
+    x = np.array([[1.0, 2.0], [1.0, np.nan]], np.float32)
+    model.fit(
+        x, np.ones((2, 1), np.float32), batch_size=1, epochs=1, verbose=0, shuffle=False
+    )
     assert float(_np(optimizer.nonfinite_steps)) == 1.0
 
 
