@@ -14,6 +14,7 @@ import _cc_reference as ref
 import keras
 import numpy as np
 import pytest
+from conftest import to_numpy as _np
 from keras import ops
 
 from keras_cc import losses as cc_losses
@@ -28,10 +29,6 @@ def _seed_per_test(request):
     """Each test draws the same data however pytest-xdist splits the tests."""
     global RNG
     RNG = np.random.default_rng(zlib.crc32(request.node.name.encode()))
-
-
-def _np(x) -> np.ndarray:
-    return np.asarray(ops.convert_to_numpy(x))
 
 
 LOSS_CASES = [
