@@ -62,12 +62,13 @@ _THETA_NEWTON_STEPS = 6
 _CHUNK = 16
 
 
-def _trig(name: str, *args):
+def keep_f64(name: str, *args):
     """``ops.<name>`` that keeps float64 on every backend.
 
     Keras 3's dtype promotion maps float64 to float32 for ``sin``, ``cos`` and
-    ``arctan2`` on the JAX (and PyTorch) backends, which would silently cap the
-    float64 path at single precision; there we call the backend's own function.
+    ``arctan2`` on the JAX backend, and for those and ``maximum``/``minimum``
+    on PyTorch, which would silently cap the float64 path at single
+    precision; there we call the backend's own function.
     """
     backend = keras.backend.backend()
     if backend in ("jax", "torch") and (
@@ -102,7 +103,7 @@ def _saddle_point(x):
         s1 = ops.sum(inv_d, axis=-1, keepdims=True)
         s2 = ops.sum(inv_d * inv_d, axis=-1, keepdims=True)
         step = (1.0 / s1 - 1.0) * (s1 * s1) / s2
-        gamma = ops.maximum(gamma - step, 0.5 * gamma)
+        gamma = keep_f64("maximum", gamma - step, 0.5 * gamma)
     return gamma
 
 
@@ -111,7 +112,7 @@ def _theta_where_cot_is(v):
     r = ops.sqrt(3.0 * (1.0 - v))
     theta = ops.where(v > -1.0, r / (1.0 + 0.2 * r), math.pi * (1.0 - 1.0 / (1.0 - v)))
     for _ in range(_THETA_NEWTON_STEPS):
-        sin, cos = _trig("sin", theta), _trig("cos", theta)
+        sin, cos = keep_f64("sin", theta), keep_f64("cos", theta)
         f = theta * cos / sin - v
         df = cos / sin - theta / (sin * sin)
         theta = ops.clip(theta - f / df, 0.5 * theta, 0.5 * (theta + math.pi))
@@ -130,13 +131,15 @@ def _contour(x, settings):
     d = gamma - x
     inv_d = 1.0 / d
     scale = 1.0 / ops.sum(inv_d * inv_d, axis=-1, keepdims=True)
-    scale = ops.maximum(scale, settings["min_scale"])
+    scale = keep_f64("maximum", scale, ops.full_like(scale, settings["min_scale"]))
     theta_cut = _theta_where_cot_is(1.0 - settings["cut"] / scale)
-    theta_max = ops.minimum(theta_cut, settings["width"] / (_NU * ops.sqrt(scale)))
+    theta_max = keep_f64(
+        "minimum", theta_cut, settings["width"] / (_NU * ops.sqrt(scale))
+    )
     n = settings["nodes"]
     frac = (ops.cast(ops.arange(n), dtype) + 0.5) / n
     theta = theta_max * frac  # (..., N)
-    sin, cos = _trig("sin", theta), _trig("cos", theta)
+    sin, cos = keep_f64("sin", theta), keep_f64("cos", theta)
     cot = cos / sin
     # s = (gamma - scale) + scale * (theta cot theta + i nu theta); u = s - gamma.
     u_re = scale * (theta * cot - 1.0)
@@ -200,8 +203,8 @@ def _log_product(a, b):
         # K unknown while tracing: no static chunking; one log1p and atan2 per
         # factor instead (slower, equally accurate).
         log_mag = 0.5 * ops.sum(ops.log1p(a * (2.0 + a) + b * b), axis=-1)
-        phase = ops.sum(_trig("arctan2", b, 1.0 + a), axis=-1)
-        return log_mag, _trig("cos", phase), _trig("sin", phase)
+        phase = ops.sum(keep_f64("arctan2", b, 1.0 + a), axis=-1)
+        return log_mag, keep_f64("cos", phase), keep_f64("sin", phase)
     # The caller pads K to a multiple of _CHUNK (zeros: factors of one).
     chunks = size // _CHUNK
     # Chunk members are laid out along a major axis, so each halving slices
@@ -239,7 +242,7 @@ def _integrand(c):
     log_mag, unit_re, unit_im = _log_product(a, b)
     mag = ops.exp(c["u_re"] - log_mag)
     # e^{i u_im} / unit = e^{i u_im} * conj(unit).
-    cos, sin = _trig("cos", c["u_im"]), _trig("sin", c["u_im"])
+    cos, sin = keep_f64("cos", c["u_im"]), keep_f64("sin", c["u_im"])
     f_re = mag * (cos * unit_re + sin * unit_im)
     f_im = mag * (sin * unit_re - cos * unit_im)
     val_re = f_re * c["ds_re"] - f_im * c["ds_im"]

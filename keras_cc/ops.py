@@ -51,8 +51,9 @@ def _shift(z):
     # A spread beyond the dtype's range (e.g. 3e38 - (-3e38) in float32)
     # overflows to -inf; the largest finite value in its place changes A by
     # far less than the bar, which scales with |A| ~ 1e38 there.
-    lowest = float(np.finfo(keras.backend.standardize_dtype(z.dtype)).min)
-    return ops.maximum(z - z_max, lowest), z_max[..., 0], finite
+    x = z - z_max
+    lowest = ops.full_like(x, np.finfo(keras.backend.standardize_dtype(z.dtype)).min)
+    return _contour.keep_f64("maximum", x, lowest), z_max[..., 0], finite
 
 
 def _nan_unless(finite, value):
