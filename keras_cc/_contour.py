@@ -228,6 +228,13 @@ def _log_product(a, b):
     return log_mag, unit_re[..., 0], unit_im[..., 0]
 
 
+def _factor_offsets(c, inv_d):
+    """w_jk - 1 = u_j / d_k as (real, imaginary) parts, shape (..., N, K)."""
+    a = ops.expand_dims(c["u_re"], -1) * ops.expand_dims(inv_d, -2)
+    b = ops.expand_dims(c["u_im"], -1) * ops.expand_dims(inv_d, -2)
+    return a, b
+
+
 def _integrand(c):
     """Integrand values e^{s - gamma} prod_k d_k / (s - x_k) * ds/dtheta, (..., N)."""
     inv_d = c["inv_d"]
@@ -237,9 +244,7 @@ def _integrand(c):
         # the minor axis of the large tensors is slow under XLA. 1/d = 0 makes
         # a factor of exactly one.
         inv_d = _pad_last(inv_d, -(-size // _CHUNK) * _CHUNK, 0.0)
-    a = ops.expand_dims(c["u_re"], -1) * ops.expand_dims(inv_d, -2)
-    b = ops.expand_dims(c["u_im"], -1) * ops.expand_dims(inv_d, -2)
-    log_mag, unit_re, unit_im = _log_product(a, b)
+    log_mag, unit_re, unit_im = _log_product(*_factor_offsets(c, inv_d))
     mag = ops.exp(c["u_re"] - log_mag)
     # e^{i u_im} / unit = e^{i u_im} * conj(unit).
     cos, sin = keep_f64("cos", c["u_im"]), keep_f64("sin", c["u_im"])
@@ -259,18 +264,17 @@ def log_partition_and_state(x):
     # upper half, by conjugate symmetry.
     integral = c["weight"] * ops.sum(val_im, axis=-1, keepdims=True)
     log_partition = c["gamma"] - c["sum_log_d"] + ops.log(integral)
-    return log_partition[..., 0], (c, val_re, val_im, integral)
+    return log_partition[..., 0], (c, val_re, val_im)
 
 
 def mean_from_state(state):
     """E_CC[x] from the quadrature state of ``log_partition_and_state``."""
-    c, val_re, val_im, _ = state
+    c, val_re, val_im = state
     # mu_k is proportional to sum_j Im(val_j / (s_j - x_k)), and
     # s_j - x_k = d_k w_jk with w = 1 + u/d of moderate size: dividing by w
     # (not by s - x, whose square overflows for logits ~1e38 apart) and by d_k
     # after the sum over nodes.
-    a = ops.expand_dims(c["u_re"], -1) * ops.expand_dims(c["inv_d"], -2)
-    b = ops.expand_dims(c["u_im"], -1) * ops.expand_dims(c["inv_d"], -2)
+    a, b = _factor_offsets(c, c["inv_d"])
     vr = ops.expand_dims(val_re, -1)
     vi = ops.expand_dims(val_im, -1)
     w_re = 1.0 + a
