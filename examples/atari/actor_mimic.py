@@ -1,14 +1,17 @@
 """Actor-Mimic (AMN) and CC-AMN: one student network imitates per-game DQNs.
 
 CleanRL style: the algorithm reads top to bottom in ``train`` below; the
-environment, network, frame replay, evaluation, logging and checkpoints come
-from ``dqn.py`` next to this file.
+environment families, networks, replay, compiled update, evaluation, logging
+and checkpoints come from ``dqn.py`` next to this file.
 
     # experts first (one dqn.py run directory per game), then the student:
-    python examples/atari/actor_mimic.py --preset paper --games Pong Breakout \\
+    python -m examples.atari.actor_mimic --preset paper --games Pong Breakout \\
         --experts-dir runs/experts --loss cc --run-dir runs/cc_amn_pong_breakout
+    # MinAtar, from the committed experts:
+    python -m examples.atari.actor_mimic --preset minatar --games Breakout \\
+        Freeway --experts-dir examples/atari/results/minatar/experts --loss cc
     # no experts at hand: freshly initialised ones (plumbing tests only)
-    python examples/atari/actor_mimic.py --preset smoke --games Pong Boxing \\
+    python -m examples.atari.actor_mimic --preset smoke --games Pong Boxing \\
         --fresh-experts --loss xe
 
 Target for a state s of game g: y = softmax(Q_g(s) / T) over g's actions. The
@@ -16,7 +19,9 @@ student's output is the union of the games' action sets, matched by meaning;
 game g's loss gathers g's actions from it, divides by T, and applies either
 cross-entropy (``--loss xe``, AMN) or the continuous-categorical negative
 log-likelihood (``--loss cc``, CC-AMN, ``keras_cc.losses``). Step counts are
-per game, in agent steps (see dqn.py).
+per game, in agent steps (see dqn.py). On MinAtar the games' observations
+have 4 to 10 channels; the student takes the largest count and each game's
+observations are padded with zero channels.
 """
 
 from __future__ import annotations
@@ -33,25 +38,23 @@ from typing import Any
 import ale_py
 import keras
 import numpy as np
-from dqn import (
-    FrameReplay,
+from keras import layers, ops
+
+import keras_cc
+from examples.atari.dqn import (
+    FAMILIES,
     RunLogger,
-    action_meanings,
+    compiled_train_step,
     epsilon_greedy,
     evaluate,
     linear_epsilon,
     load_checkpoint,
     load_q_network,
-    make_env,
-    nature_cnn,
     parse_config,
     rng_state,
     save_checkpoint,
     set_rng_state,
 )
-from keras import layers, ops
-
-import keras_cc
 
 LOSSES = ("xe", "cc")
 
@@ -59,6 +62,7 @@ LOSSES = ("xe", "cc")
 @dataclasses.dataclass
 class AMNConfig:
     games: list[str] = dataclasses.field(default_factory=lambda: ["Pong"])
+    family: str = "ale"  # ale (Atari 2600) or minatar
     loss: str = "xe"  # xe: AMN (cross-entropy); cc: CC-AMN
     temperature: float = 1.0
     experts_dir: str = "runs/experts"  # holds <Game>/checkpoint.npz from dqn.py
@@ -109,6 +113,52 @@ AMN_PRESETS: dict[str, dict[str, Any]] = {
         checkpoint_every=96,
         run_dir="runs/amn_smoke",
     ),
+    # MinAtar students (no published setting to follow: Parisotto et al.
+    # distil Atari experts; these are sized so that the whole study fits in
+    # about 8 CPU-hours). One update per game per 2 frames of that game.
+    "minatar": dict(
+        family="minatar",
+        games=["Breakout"],
+        total_steps=250_000,
+        num_envs=4,
+        buffer_size=100_000,
+        learning_starts=5_000,
+        train_every=2,
+        batch_size=32,
+        learning_rate=1e-4,
+        adam_epsilon=1e-7,
+        eps_mid_step=50_000,
+        eps_end_step=50_000,
+        max_episode_frames=100_000,
+        noop_max=0,
+        eval_every=25_000,
+        eval_steps=25_000,
+        eval_envs=8,
+        eval_epsilon=0.05,
+        log_every=5_000,
+        checkpoint_every=25_000,
+        run_dir="runs/minatar_amn",
+    ),
+    "minatar_smoke": dict(
+        family="minatar",
+        games=["Breakout"],
+        total_steps=192,
+        num_envs=2,
+        buffer_size=256,
+        learning_starts=32,
+        train_every=2,
+        batch_size=8,
+        eps_mid_step=96,
+        eps_end_step=96,
+        max_episode_frames=60,
+        noop_max=0,
+        eval_every=96,
+        eval_steps=240,
+        eval_envs=4,
+        log_every=64,
+        checkpoint_every=96,
+        run_dir="runs/minatar_amn_smoke",
+    ),
 }
 
 
@@ -126,14 +176,17 @@ def amn_checks(cfg: AMNConfig) -> list[str]:
         missing = [
             g
             for g in cfg.games
-            if not (Path(cfg.experts_dir) / g / "checkpoint.npz").exists()
+            if not any(
+                (Path(cfg.experts_dir) / g / name).exists()
+                for name in ("checkpoint.npz", "expert.npz")
+            )
         ]
         if missing:
             problems.append(
                 f"no expert checkpoint for {missing} under --experts-dir "
-                f"{cfg.experts_dir!r} (expected <dir>/<Game>/checkpoint.npz from "
-                "dqn.py --run-dir <dir>/<Game>); pass --fresh-experts to test "
-                "the plumbing with untrained experts"
+                f"{cfg.experts_dir!r} (expected <dir>/<Game>/checkpoint.npz or "
+                "expert.npz from dqn.py --run-dir <dir>/<Game>); pass "
+                "--fresh-experts to test the plumbing with untrained experts"
             )
     return problems
 
@@ -180,13 +233,22 @@ def amn_learner(
     """
     expert.trainable = False
     idx = [int(a) for a in actions]
-    obs = keras.Input(student.input.shape[1:], dtype="uint8", name="obs")
+    obs = keras.Input(expert.input.shape[1:], dtype=expert.input.dtype, name="obs")
+    student_obs = obs
+    extra_channels = student.input.shape[-1] - obs.shape[-1]
+    if extra_channels > 0:  # MinAtar: this game has fewer channels than another
+        student_obs = layers.Lambda(
+            lambda x: ops.pad(x, [[0, 0]] * (len(x.shape) - 1) + [[0, extra_channels]]),
+            name="pad_channels",
+        )(obs)
     logits = layers.Lambda(lambda z: ops.take(z, idx, axis=-1), name="own_actions")(
-        student(obs)
+        student(student_obs)
     )
     both = layers.Concatenate()([logits, expert(obs)])
     scaled = layers.Rescaling(1.0 / temperature, name="temperature")(both)
     model = keras.Model(obs, scaled, name=f"amn_{game}")
+    # The student's policy on this game (its own actions, argmax = greedy).
+    model.actor = keras.Model(obs, logits, name=f"actor_{game}")
     k = len(idx)
     if loss == "cc":
         fit = keras_cc.losses.ContinuousCategoricalCrossentropy(from_logits=True)
@@ -213,22 +275,27 @@ def train(cfg: AMNConfig) -> dict[str, Any]:
     algo = "cc-amn" if cfg.loss == "cc" else "amn"
 
     games = cfg.games
-    meanings = {game: action_meanings(game) for game in games}
+    family = FAMILIES[cfg.family]
+    meanings = {game: family.action_meanings(game) for game in games}
     union, game_actions = union_action_space(meanings)
-    student = nature_cnn(len(union), name="student")
+    student = family.student_network(games, len(union), "student")
     optimizer = keras.optimizers.Adam(cfg.learning_rate, epsilon=cfg.adam_epsilon)
     if cfg.fresh_experts:
         experts = {
-            g: nature_cnn(len(meanings[g]), name=f"expert_{g}") for g in meanings
+            g: family.q_network(g, len(meanings[g]), f"expert_{g}") for g in games
         }
     else:
-        experts = {g: load_q_network(Path(cfg.experts_dir) / g, g) for g in games}
-    learners = {}
+        experts = {
+            g: load_q_network(Path(cfg.experts_dir) / g, g, cfg.family) for g in games
+        }
+    learners, train_steps = {}, {}
     for g in games:
         learners[g] = amn_learner(
             student, experts[g], game_actions[g], cfg.temperature, cfg.loss, g
         )
         learners[g].compile(optimizer=optimizer, loss=learners[g].loss_fn)
+        # All games' steps share the student's variables and one optimizer.
+        train_steps[g] = compiled_train_step(learners[g], optimizer)
 
     state: dict[str, Any] = dict(step=0, updates=0, next_update=cfg.learning_starts)
     state.update(next_eval=cfg.eval_every, next_log=cfg.log_every)
@@ -245,14 +312,17 @@ def train(cfg: AMNConfig) -> dict[str, Any]:
 
     seed = cfg.seed + state["step"]
     envs = {
-        g: make_env(g, cfg.num_envs, cfg, seed + 100 * i) for i, g in enumerate(games)
+        g: family.make_env(g, cfg.num_envs, cfg, seed + 100 * i)
+        for i, g in enumerate(games)
     }
-    eval_envs = {g: make_env(g, cfg.eval_envs, cfg, cfg.seed + 10_000) for g in games}
-    replays = {g: FrameReplay(cfg.buffer_size, cfg.num_envs, seed=seed) for g in games}
+    eval_envs = {
+        g: family.make_env(g, cfg.eval_envs, cfg, cfg.seed + 10_000) for g in games
+    }
+    replays = {g: family.make_replay(cfg, g, seed) for g in games}
     obs = {}
     for i, game in enumerate(cfg.games):
         obs[game], _ = envs[game].reset(seed=seed + 100 * i)
-        replays[game].start(obs[game][:, -1])
+        replays[game].start(family.replay_view(obs[game]))
     mib = sum(r.nbytes for r in replays.values()) / 2**20
     print(
         f"[{algo}] games={cfg.games} union={len(union)} actions "
@@ -261,8 +331,8 @@ def train(cfg: AMNConfig) -> dict[str, Any]:
 
     def scores_fn(game: str):
         """The student's logits for this game's actions (argmax = its policy)."""
-        own = game_actions[game]
-        return lambda o: np.asarray(student.predict_on_batch(o))[:, own]
+        actor = learners[game].actor
+        return lambda o: np.asarray(actor.predict_on_batch(o))
 
     returns = {g: np.zeros(cfg.num_envs) for g in games}
     recent_returns: dict[str, list[float]] = {g: [] for g in games}
@@ -273,9 +343,10 @@ def train(cfg: AMNConfig) -> dict[str, Any]:
         actions = epsilon_greedy(scores_fn(game)(obs[game]), epsilon, rng)
         nxt, rewards, terminated, truncated, info = envs[game].step(actions)
         done = terminated | truncated
-        final = info["final_obs"][:, -1] if done.any() else None
+        final = family.replay_view(info["final_obs"]) if done.any() else None
         # The reward is never a learning signal here; stored for completeness.
-        replays[game].add(actions, rewards, terminated, done, nxt[:, -1], final)
+        view = family.replay_view(nxt)
+        replays[game].add(actions, rewards, terminated, done, view, final)
         obs[game] = nxt
         if record:
             returns[game] += rewards
@@ -303,7 +374,7 @@ def train(cfg: AMNConfig) -> dict[str, Any]:
                 b_obs = replays[game].sample(cfg.batch_size)[0]
                 # The expert's targets are computed inside the compiled step.
                 dummy = np.zeros((cfg.batch_size, 1), np.float32)
-                loss = float(np.asarray(learners[game].train_on_batch(b_obs, dummy)))
+                loss = train_steps[game](b_obs, dummy)
                 # Must stay 0: the paper's CC-AMN failed on Pong exactly here.
                 state["nonfinite_losses"][game] += int(not math.isfinite(loss))
                 recent_losses[game].append(loss)
@@ -321,7 +392,7 @@ def train(cfg: AMNConfig) -> dict[str, Any]:
                     step=state["step"],
                     game=game,
                     algo=algo,
-                    frames=4 * state["step"],
+                    frames=family.frames_per_step * state["step"],
                     updates=state["updates"],
                     epsilon=round(epsilon, 5),
                     loss=float(np.mean(losses)) if losses else float("nan"),
@@ -352,7 +423,7 @@ def train(cfg: AMNConfig) -> dict[str, Any]:
                 mean, std, n = evaluate(
                     scores_fn(game),
                     eval_envs[game],
-                    game,
+                    game in family.fire_on_life_loss,
                     cfg.eval_steps,
                     cfg.eval_epsilon,
                     rng,

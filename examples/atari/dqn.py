@@ -1,16 +1,22 @@
-"""Nature-DQN expert for one Atari game (Keras 3; TensorFlow or JAX backend).
+"""DQN expert for one game (Keras 3; TensorFlow or JAX backend).
 
-CleanRL style: the algorithm reads top to bottom in ``train`` below. The
-pieces above it (environment, network, frame replay, evaluation, logging,
-checkpoints) are reused by ``actor_mimic.py``, which imports this file.
+Two environment families share this file (``--family``): Atari through ale-py
+with the Nature-DQN network (``--preset paper``), and MinAtar with the MinAtar
+paper's small network and settings (``--preset minatar``, see
+``minatar_env.py``). CleanRL style: the algorithm reads top to bottom in
+``train`` below. The pieces above it (environments, networks, frame replay,
+compiled update, evaluation, logging, checkpoints) are reused by
+``actor_mimic.py``.
 
-    python examples/atari/dqn.py --game Pong --preset smoke
-    KERAS_BACKEND=jax python examples/atari/dqn.py --game Breakout --preset paper
+    python -m examples.atari.dqn --game Pong --preset smoke
+    KERAS_BACKEND=jax python -m examples.atari.dqn --game Breakout --preset paper
+    python -m examples.atari.dqn --preset minatar --game Breakout
 
-Units: every step count below is in *agent steps* (one action, repeated over
-4 emulator frames), which is what the Nature-DQN hyperparameter table calls
-"frames" (replay 1M, learning starts 50k, ε annealed over 1M, update every 4).
-The only emulator-frame count is the episode cap, 18 000 frames = 5 minutes.
+Units: every step count below is in *agent steps*. On Atari one step is one
+action repeated over 4 emulator frames, which is what the Nature-DQN
+hyperparameter table calls "frames" (replay 1M, learning starts 50k, ε
+annealed over 1M, update every 4); the episode cap is in emulator frames
+(18 000 = 5 minutes). On MinAtar one step is one frame.
 A killed run resumes from ``<run-dir>/checkpoint.npz`` when started again with
 the same ``--run-dir``.
 """
@@ -24,6 +30,7 @@ import io
 import json
 import math
 import os
+import pickle
 import re
 import sys
 import time
@@ -53,6 +60,7 @@ FIRE_ON_LIFE_LOSS = frozenset({"Breakout"})
 @dataclasses.dataclass
 class DQNConfig:
     game: str = "Pong"
+    family: str = "ale"  # ale (Atari 2600) or minatar
     seed: int = 1
     total_steps: int = 30_000_000
     num_envs: int = 1  # Nature DQN acts in one emulator
@@ -60,8 +68,11 @@ class DQNConfig:
     learning_starts: int = 50_000
     train_every: int = 4
     batch_size: int = 32
+    optimizer: str = "adam"  # adam, or rmsprop (centered, as MinAtar's DQN)
     learning_rate: float = 1e-5
     adam_epsilon: float = 1.5e-4
+    rmsprop_rho: float = 0.95
+    rmsprop_epsilon: float = 0.01
     gamma: float = 0.99
     target_update_every: int = 40_000  # 10k updates × 4 steps, Nature's C
     eps_start: float = 1.0
@@ -77,6 +88,9 @@ class DQNConfig:
     eval_epsilon: float = 0.05
     log_every: int = 10_000
     checkpoint_every: int = 250_000
+    # Also save the replay and the environments' state beside the checkpoint
+    # (MinAtar only), so that a resume continues exactly where it stopped.
+    save_replay: bool = False
     run_dir: str = "runs/dqn"
 
 
@@ -101,6 +115,64 @@ DQN_PRESETS: dict[str, dict[str, Any]] = {
         log_every=64,
         checkpoint_every=128,
         run_dir="runs/dqn_smoke",
+    ),
+    # MinAtar's examples/dqn.py (Young & Tian, 2019): replay 100k, batch 32,
+    # one update per frame, target copied every 1000 frames, centered RMSprop
+    # (lr 2.5e-4, ρ 0.95, ε 0.01), ε-greedy 1 → 0.1 over 100k frames, learning
+    # starts at 5k frames, γ 0.99, 5M frames. Their ε anneal starts after the
+    # first 5k frames; ours starts at 0 (a 5% shift of the anneal).
+    "minatar": dict(
+        family="minatar",
+        game="Breakout",
+        total_steps=5_000_000,
+        num_envs=4,  # batched acting; still one update per frame
+        buffer_size=100_000,
+        learning_starts=5_000,
+        train_every=1,
+        batch_size=32,
+        optimizer="rmsprop",
+        learning_rate=2.5e-4,
+        target_update_every=1_000,
+        eps_mid=0.1,
+        eps_mid_step=100_000,
+        eps_end=0.1,
+        eps_end_step=100_000,
+        max_episode_frames=100_000,
+        noop_max=0,
+        eval_every=100_000,
+        eval_steps=50_000,
+        eval_envs=8,
+        eval_epsilon=0.05,
+        log_every=10_000,
+        checkpoint_every=50_000,
+        save_replay=True,
+        run_dir="runs/minatar_dqn",
+    ),
+    "minatar_smoke": dict(
+        family="minatar",
+        game="Breakout",
+        total_steps=512,
+        num_envs=4,
+        buffer_size=1_000,
+        learning_starts=64,
+        train_every=1,
+        batch_size=8,
+        optimizer="rmsprop",
+        learning_rate=2.5e-4,
+        target_update_every=64,
+        eps_mid=0.1,
+        eps_mid_step=256,
+        eps_end=0.1,
+        eps_end_step=256,
+        max_episode_frames=100,
+        noop_max=0,
+        eval_every=256,
+        eval_steps=400,
+        eval_envs=4,
+        log_every=128,
+        checkpoint_every=128,
+        save_replay=True,
+        run_dir="runs/minatar_dqn_smoke",
     ),
 }
 
@@ -164,6 +236,12 @@ def validate_config(cfg: Any) -> list[str]:
     for name in ("eps_start", "eps_mid", "eps_end", "eval_epsilon", "gamma"):
         if not 0.0 <= getattr(cfg, name, 0.0) <= 1.0:
             problems.append(f"--{name.replace('_', '-')} must lie in [0, 1]")
+    if getattr(cfg, "family", "ale") not in FAMILIES:
+        families = sorted(FAMILIES)
+        problems.append(f"--family must be one of {families}, got {cfg.family!r}")
+        return problems
+    if getattr(cfg, "optimizer", "adam") not in ("adam", "rmsprop"):
+        problems.append(f"--optimizer must be adam or rmsprop, got {cfg.optimizer!r}")
     if getattr(cfg, "learning_rate", 1.0) <= 0:
         problems.append("--learning-rate must be > 0")
     if getattr(cfg, "buffer_size", 0) < STACK + 2:
@@ -175,7 +253,7 @@ def validate_config(cfg: Any) -> list[str]:
     games = cfg.games if hasattr(cfg, "games") else [cfg.game]
     for game in games:
         try:
-            rom_id(game)
+            FAMILIES[cfg.family].check_game(game)
         except ValueError as err:
             problems.append(str(err))
     return problems
@@ -255,8 +333,9 @@ def dqn_learner(
     is no backend-specific training code. Checkpoints hold q_net/target_net.
     """
     target_net.trainable = False  # no gradients, no optimizer slots
-    obs = keras.Input((STACK, *FRAME_SHAPE), dtype="uint8", name="obs")
-    next_obs = keras.Input((STACK, *FRAME_SHAPE), dtype="uint8", name="next_obs")
+    shape, dtype = q_net.input.shape[1:], q_net.input.dtype
+    obs = keras.Input(shape, dtype=dtype, name="obs")
+    next_obs = keras.Input(shape, dtype=dtype, name="next_obs")
     both = layers.Concatenate()([q_net(obs), target_net(next_obs)])
     model = keras.Model([obs, next_obs], both, name="dqn_learner")
     num_actions = q_net.output.shape[-1]
@@ -274,6 +353,86 @@ def dqn_learner(
 
     model.loss_fn = q_learning_loss
     return model
+
+
+def make_optimizer(cfg: Any) -> keras.optimizers.Optimizer:
+    if getattr(cfg, "optimizer", "adam") == "rmsprop":
+        # MinAtar's DQN: torch's RMSprop(centered=True, alpha=0.95, eps=0.01).
+        return keras.optimizers.RMSprop(
+            cfg.learning_rate,
+            rho=cfg.rmsprop_rho,
+            epsilon=cfg.rmsprop_epsilon,
+            centered=True,
+        )
+    return keras.optimizers.Adam(cfg.learning_rate, epsilon=cfg.adam_epsilon)
+
+
+def compiled_train_step(
+    model: keras.Model, optimizer: keras.optimizers.Optimizer
+) -> Callable[[Any, np.ndarray], float]:
+    """``step(inputs, y) -> loss``: one gradient step on ``model.loss_fn``.
+
+    The whole update (forward, loss, gradient, optimizer) is one XLA program:
+    ``jax.jit`` of Keras' stateless API under JAX, ``tf.function(jit_compile=
+    True)`` under TensorFlow. It does what ``train_on_batch`` does (mean of
+    the per-sample loss, then the optimizer) without Keras' per-call
+    bookkeeping, which costs as much as the update itself for MinAtar's
+    small network (``benchmarks/atari_throughput.py --family minatar``).
+    Other backends fall back to ``train_on_batch`` (the model must then be
+    compiled with its loss).
+    """
+    loss_fn = model.loss_fn
+    if not optimizer.built:
+        optimizer.build(model.trainable_variables)
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        def mean_loss(trainable, non_trainable, inputs, y):
+            pred, _ = model.stateless_call(trainable, non_trainable, inputs)
+            return ops.mean(loss_fn(y, pred))
+
+        @jax.jit
+        def jax_step(trainable, non_trainable, opt_vars, inputs, y):
+            loss, grads = jax.value_and_grad(mean_loss)(
+                trainable, non_trainable, inputs, y
+            )
+            trainable, opt_vars = optimizer.stateless_apply(opt_vars, grads, trainable)
+            return loss, trainable, opt_vars
+
+        # The lists are fixed; listing them anew (Keras walks the layers) on
+        # every call would cost a third of an update.
+        trainable_vars = list(model.trainable_variables)
+        frozen_vars = list(model.non_trainable_variables)
+        opt_vars_list = list(optimizer.variables)
+
+        def step(inputs: Any, y: np.ndarray) -> float:
+            # Read the values each call: the target network's copies and other
+            # learners sharing this optimizer change them between steps.
+            trainable = [v.value for v in trainable_vars]
+            frozen = [v.value for v in frozen_vars]
+            opt_vars = [v.value for v in opt_vars_list]
+            loss, trainable, opt_vars = jax_step(trainable, frozen, opt_vars, inputs, y)
+            for var, value in zip(trainable_vars, trainable, strict=True):
+                var.assign(value)
+            for var, value in zip(opt_vars_list, opt_vars, strict=True):
+                var.assign(value)
+            return float(loss)
+
+        return step
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        @tf.function(jit_compile=True)
+        def tf_step(inputs, y):
+            with tf.GradientTape() as tape:
+                loss = ops.mean(loss_fn(y, model(inputs, training=True)))
+            grads = tape.gradient(loss, model.trainable_variables)
+            optimizer.apply(grads, model.trainable_variables)
+            return loss
+
+        return lambda inputs, y: float(tf_step(inputs, y))
+    return lambda inputs, y: float(np.asarray(model.train_on_batch(inputs, y)))
 
 
 # --------------------------------------------------------------------------
@@ -398,6 +557,106 @@ class FrameReplay:
 
 
 # --------------------------------------------------------------------------
+# Environment families: what differs between Atari and MinAtar, in one place.
+# --------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Family:
+    """Everything the training loops need to know about an env family."""
+
+    name: str
+    frames_per_step: int  # emulator frames per agent step (for the logs)
+    check_game: Callable[[str], Any]  # raises ValueError naming the games
+    action_meanings: Callable[[str], list[str]]  # minimal set, ALE names
+    make_env: Callable[[str, int, Any, int], Any]  # (game, n, cfg, seed)
+    q_network: Callable[[str, int, str], keras.Model]  # (game, outputs, name)
+    student_network: Callable[[Sequence[str], int, str], keras.Model]
+    make_replay: Callable[[Any, str, int], Any]  # (cfg, game, seed)
+    # The part of an observation the replay stores: ALE's newest frame of the
+    # stack (the stack is rebuilt by index), MinAtar's whole observation.
+    replay_view: Callable[[np.ndarray], np.ndarray]
+    learning_reward: Callable[[np.ndarray], np.ndarray]
+    fire_on_life_loss: frozenset[str]
+
+
+def _ale_env(game: str, num_envs: int, cfg: Any, seed: int) -> AtariVectorEnv:
+    return make_env(game, num_envs, cfg, seed)
+
+
+def _minatar_env(game: str, num_envs: int, cfg: Any, seed: int) -> Any:
+    from examples.atari import minatar_env
+
+    return minatar_env.MinAtarVectorEnv(
+        game, num_envs, max_episode_frames=cfg.max_episode_frames, seed=seed
+    )
+
+
+def _minatar_q_network(game: str, outputs: int, name: str) -> keras.Model:
+    from examples.atari import minatar_env
+
+    return minatar_env.minatar_cnn(outputs, minatar_env.CHANNELS[game], name=name)
+
+
+def _minatar_student(games: Sequence[str], outputs: int, name: str) -> keras.Model:
+    from examples.atari import minatar_env
+
+    channels = max(minatar_env.CHANNELS[g] for g in games)
+    return minatar_env.minatar_cnn(outputs, channels, name=name)
+
+
+def _minatar_replay(cfg: Any, game: str, seed: int) -> Any:
+    from examples.atari import minatar_env
+
+    shape = minatar_env.observation_shape(game)
+    return minatar_env.TransitionReplay(cfg.buffer_size, cfg.num_envs, shape, seed)
+
+
+def _minatar_meanings(game: str) -> list[str]:
+    from examples.atari import minatar_env
+
+    return minatar_env.action_meanings(game)
+
+
+def _minatar_check(game: str) -> str:
+    from examples.atari import minatar_env
+
+    return minatar_env.check_game(game)
+
+
+FAMILIES: dict[str, Family] = {
+    "ale": Family(
+        name="ale",
+        frames_per_step=4,
+        check_game=rom_id,
+        action_meanings=action_meanings,
+        make_env=_ale_env,
+        q_network=lambda game, outputs, name: nature_cnn(outputs, name=name),
+        student_network=lambda games, outputs, name: nature_cnn(outputs, name=name),
+        make_replay=lambda cfg, game, seed: FrameReplay(
+            cfg.buffer_size, cfg.num_envs, seed=seed
+        ),
+        replay_view=lambda obs: obs[:, -1],
+        # Nature DQN: rewards clipped to their sign for learning only.
+        learning_reward=np.sign,
+        fire_on_life_loss=FIRE_ON_LIFE_LOSS,
+    ),
+    "minatar": Family(
+        name="minatar",
+        frames_per_step=1,
+        check_game=_minatar_check,
+        action_meanings=_minatar_meanings,
+        make_env=_minatar_env,
+        q_network=_minatar_q_network,
+        student_network=_minatar_student,
+        make_replay=_minatar_replay,
+        replay_view=lambda obs: obs,
+        # MinAtar's rewards are small integers; its DQN does not clip them.
+        learning_reward=lambda rewards: rewards,
+        fire_on_life_loss=frozenset(),
+    ),
+}
+
+
+# --------------------------------------------------------------------------
 # Acting and evaluation.
 # --------------------------------------------------------------------------
 def linear_epsilon(step: int, cfg: Any) -> float:
@@ -421,8 +680,8 @@ def epsilon_greedy(
 
 def evaluate(
     scores_fn: Callable[[np.ndarray], np.ndarray],
-    env: AtariVectorEnv,
-    game: str,
+    env: Any,
+    fire: bool,
     steps: int,
     epsilon: float,
     rng: np.random.Generator,
@@ -430,13 +689,13 @@ def evaluate(
 ) -> tuple[float, float, int]:
     """Mean, std and count of episode scores (raw rewards) over ``steps``.
 
-    No-op starts come from the env; games in FIRE_ON_LIFE_LOSS get FIRE after
-    each lost life. If no episode ends in time (tiny smoke runs) the partial
-    returns are reported, with 0 episodes, rather than nothing.
+    No-op starts come from the env; with ``fire`` (Atari games in
+    FIRE_ON_LIFE_LOSS) FIRE is pressed after each lost life. If no episode
+    ends in time (tiny smoke runs) the partial returns are reported, with 0
+    episodes, rather than nothing.
     """
-    fire = game in FIRE_ON_LIFE_LOSS
     obs, info = env.reset(seed=seed)
-    lives = info["lives"].copy()
+    lives = info["lives"].copy() if fire else None
     need_fire = np.zeros(env.num_envs, np.bool_)
     running = np.zeros(env.num_envs)
     finished: list[float] = []
@@ -447,8 +706,9 @@ def evaluate(
         obs, rewards, terminated, truncated, info = env.step(actions)
         running += rewards
         done = terminated | truncated
-        need_fire = (info["lives"] < lives) & ~done
-        lives = info["lives"].copy()
+        if fire:
+            need_fire = (info["lives"] < lives) & ~done
+            lives = info["lives"].copy()
         for i in np.flatnonzero(done):
             finished.append(float(running[i]))
             running[i] = 0.0
@@ -560,14 +820,33 @@ def load_checkpoint(
         return json.loads(str(data["state"]))
 
 
-def load_q_network(run_dir: str | Path, game: str) -> keras.Model:
-    """A trained expert: the online Q-network from a dqn.py run directory."""
-    path = Path(run_dir) / "checkpoint.npz"
-    if not path.exists():
-        raise FileNotFoundError(f"no DQN checkpoint for {game} at {path}")
-    q_net = nature_cnn(len(action_meanings(game)), name=f"expert_{game}")
-    load_checkpoint(path, {"q": q_net}, None)
-    return q_net
+def load_q_network(run_dir: str | Path, game: str, family: str = "ale") -> keras.Model:
+    """A trained expert: the online Q-network from a dqn.py run directory.
+
+    Reads ``checkpoint.npz`` (a full training checkpoint) or, failing that,
+    ``expert.npz`` (the Q-network's weights alone, as committed for MinAtar).
+    """
+    fam = FAMILIES[family]
+    q_net = fam.q_network(game, len(fam.action_meanings(game)), f"expert_{game}")
+    for name in ("checkpoint.npz", "expert.npz"):
+        path = Path(run_dir) / name
+        if path.exists():
+            load_checkpoint(path, {"q": q_net}, None)
+            return q_net
+    raise FileNotFoundError(
+        f"no DQN checkpoint for {game} in {run_dir} (checkpoint.npz or expert.npz)"
+    )
+
+
+def save_expert(run_dir: str | Path, q_net: keras.Model) -> Path:
+    """The Q-network alone (no target, no optimizer): what a student needs."""
+    path = Path(run_dir) / "expert.npz"
+    arrays = {f"q/{i}": ops.convert_to_numpy(w) for i, w in enumerate(q_net.weights)}
+    arrays["state"] = np.array(json.dumps({}))
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+    return path
 
 
 def rng_state(rng: np.random.Generator) -> dict[str, Any]:
@@ -576,6 +855,43 @@ def rng_state(rng: np.random.Generator) -> dict[str, Any]:
 
 def set_rng_state(rng: np.random.Generator, state: dict[str, Any]) -> None:
     rng.bit_generator.state = state
+
+
+def save_local_replay(
+    path: Path, replay: Any, envs: Any, returns: np.ndarray, step: int
+) -> None:
+    """Replay, environments and running returns at ``step`` (not committed).
+
+    Only for replays and environments that can hand out their state (MinAtar
+    is pure Python); with it, a resume continues the same episodes from the
+    same replay instead of refilling the replay with the current policy.
+    """
+    arrays = {f"replay/{k}": v for k, v in replay.state_arrays().items()}
+    arrays["envs"] = np.frombuffer(envs.get_state(), np.uint8)
+    arrays["returns"] = returns
+    rng_blob = pickle.dumps(replay.rng.bit_generator.state)
+    arrays["rng"] = np.frombuffer(rng_blob, np.uint8)
+    arrays["step"] = np.array(step)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def load_local_replay(
+    path: Path, replay: Any, envs: Any, step: int
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """(observations, running returns) if ``path`` was saved at ``step``."""
+    if not path.exists():
+        return None
+    with np.load(path) as data:
+        if int(data["step"]) != step:  # saved after or before the checkpoint
+            return None
+        replay.load_state_arrays(
+            {k.split("/", 1)[1]: data[k] for k in data.files if k.startswith("replay/")}
+        )
+        replay.rng.bit_generator.state = pickle.loads(data["rng"].tobytes())
+        obs = envs.set_state(data["envs"].tobytes())
+        return obs, data["returns"].copy()
 
 
 # --------------------------------------------------------------------------
@@ -587,13 +903,15 @@ def train(cfg: DQNConfig) -> dict[str, Any]:
     (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
     keras.utils.set_random_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    num_actions = len(action_meanings(cfg.game))
+    family = FAMILIES[cfg.family]
+    num_actions = len(family.action_meanings(cfg.game))
 
-    q_net = nature_cnn(num_actions, name="q")
-    target_net = nature_cnn(num_actions, name="target")
-    optimizer = keras.optimizers.Adam(cfg.learning_rate, epsilon=cfg.adam_epsilon)
+    q_net = family.q_network(cfg.game, num_actions, "q")
+    target_net = family.q_network(cfg.game, num_actions, "target")
+    optimizer = make_optimizer(cfg)
     learner = dqn_learner(q_net, target_net, cfg.gamma)
     learner.compile(optimizer=optimizer, loss=learner.loss_fn)
+    train_step = compiled_train_step(learner, optimizer)
     target_net.set_weights(q_net.get_weights())
 
     # Counters are all in agent steps; `state` is exactly what a resume needs.
@@ -602,6 +920,7 @@ def train(cfg: DQNConfig) -> dict[str, Any]:
     state.update(next_eval=cfg.eval_every, next_log=cfg.log_every)
     state.update(next_checkpoint=cfg.checkpoint_every)
     ckpt = run_dir / "checkpoint.npz"
+    local_replay = run_dir / "replay.npz"
     resumed = ckpt.exists()
     if resumed:
         state = load_checkpoint(ckpt, {"q": q_net, "target": target_net}, optimizer)
@@ -609,12 +928,12 @@ def train(cfg: DQNConfig) -> dict[str, Any]:
         print(f"[dqn] resumed {cfg.game} at step {state['step']} from {ckpt}")
     logger = RunLogger(run_dir, state["step"] if resumed else None)
 
-    envs = make_env(cfg.game, cfg.num_envs, cfg, seed=cfg.seed + state["step"])
-    eval_env = make_env(cfg.game, cfg.eval_envs, cfg, seed=cfg.seed + 10_000)
-    replay = FrameReplay(cfg.buffer_size, cfg.num_envs, seed=cfg.seed + state["step"])
+    envs = family.make_env(cfg.game, cfg.num_envs, cfg, cfg.seed + state["step"])
+    eval_env = family.make_env(cfg.game, cfg.eval_envs, cfg, cfg.seed + 10_000)
+    replay = family.make_replay(cfg, cfg.game, cfg.seed + state["step"])
     print(
-        f"[dqn] {cfg.game} backend={keras.backend.backend()} actions={num_actions} "
-        f"replay={replay.nbytes / 2**20:.1f} MiB "
+        f"[dqn] {cfg.game} ({family.name}) backend={keras.backend.backend()} "
+        f"actions={num_actions} replay={replay.nbytes / 2**20:.1f} MiB "
         f"({replay.bytes_per_transition:.0f} B/transition)"
     )
 
@@ -625,18 +944,25 @@ def train(cfg: DQNConfig) -> dict[str, Any]:
         return epsilon_greedy(greedy_scores(obs), epsilon, rng)
 
     obs, _ = envs.reset(seed=cfg.seed + state["step"])
-    replay.start(obs[:, -1])
-    if resumed:  # the replay is not checkpointed: refill it, counters frozen
+    replay.start(family.replay_view(obs))
+    returns = np.zeros(cfg.num_envs)
+    restored = None
+    if resumed and cfg.save_replay:
+        restored = load_local_replay(local_replay, replay, envs, state["step"])
+    if restored is not None:
+        obs, returns = restored
+        print(f"[dqn] {cfg.game}: replay and environments restored ({len(replay)})")
+    elif resumed:  # no replay saved at this step: refill it, counters frozen
         epsilon = linear_epsilon(state["step"], cfg)
         while len(replay) < min(cfg.learning_starts, cfg.buffer_size):
             actions = act(obs, epsilon)
             nxt, rewards, term, trunc, info = envs.step(actions)
             done = term | trunc
-            final = info["final_obs"][:, -1] if done.any() else None
-            replay.add(actions, np.sign(rewards), term, done, nxt[:, -1], final)
+            final = family.replay_view(info["final_obs"]) if done.any() else None
+            reward = family.learning_reward(rewards)
+            replay.add(actions, reward, term, done, family.replay_view(nxt), final)
             obs = nxt
 
-    returns = np.zeros(cfg.num_envs)
     recent_returns: list[float] = []
     recent_losses: list[float] = []
     t_log, step_log, updates_log = time.perf_counter(), state["step"], state["updates"]
@@ -645,9 +971,15 @@ def train(cfg: DQNConfig) -> dict[str, Any]:
         actions = act(obs, epsilon)
         nxt, rewards, terminated, truncated, info = envs.step(actions)
         done = terminated | truncated
-        final = info["final_obs"][:, -1] if done.any() else None
-        # Nature DQN: rewards clipped to their sign for learning only.
-        replay.add(actions, np.sign(rewards), terminated, done, nxt[:, -1], final)
+        final = family.replay_view(info["final_obs"]) if done.any() else None
+        replay.add(
+            actions,
+            family.learning_reward(rewards),  # sign-clipped on Atari
+            terminated,
+            done,
+            family.replay_view(nxt),
+            final,
+        )
         returns += rewards
         for i in np.flatnonzero(done):
             recent_returns.append(float(returns[i]))
@@ -660,7 +992,7 @@ def train(cfg: DQNConfig) -> dict[str, Any]:
         while state["step"] >= state["next_update"] and len(replay) >= cfg.batch_size:
             b_obs, b_act, b_rew, b_next, b_term = replay.sample(cfg.batch_size)
             y = np.stack([b_act, b_rew, b_term], axis=1).astype(np.float32)
-            loss = float(np.asarray(learner.train_on_batch([b_obs, b_next], y)))
+            loss = train_step([b_obs, b_next], y)
             state["nonfinite_losses"] += int(not math.isfinite(loss))
             recent_losses.append(loss)
             state["updates"] += 1
@@ -675,7 +1007,7 @@ def train(cfg: DQNConfig) -> dict[str, Any]:
                 step=state["step"],
                 game=cfg.game,
                 algo="dqn",
-                frames=4 * state["step"],
+                frames=family.frames_per_step * state["step"],
                 updates=state["updates"],
                 epsilon=round(epsilon, 5),
                 loss=float(np.mean(recent_losses)) if recent_losses else float("nan"),
@@ -692,7 +1024,8 @@ def train(cfg: DQNConfig) -> dict[str, Any]:
                 f"[dqn] {cfg.game} step {row['step']:>9} eps {epsilon:.3f} "
                 f"return {row['episode_return']:8.2f} loss {row['loss']:.4f} "
                 f"nonfinite {row['nonfinite_losses']} "
-                f"{row['steps_per_s']:.0f} steps/s {row['updates_per_s']:.0f} upd/s"
+                f"{row['steps_per_s']:.0f} steps/s {row['updates_per_s']:.0f} upd/s",
+                flush=True,
             )
             recent_returns, recent_losses = [], []
             t_log, step_log, updates_log = now, state["step"], state["updates"]
@@ -704,7 +1037,7 @@ def train(cfg: DQNConfig) -> dict[str, Any]:
             mean, std, n = evaluate(
                 greedy_scores,
                 eval_env,
-                cfg.game,
+                cfg.game in family.fire_on_life_loss,
                 cfg.eval_steps,
                 cfg.eval_epsilon,
                 rng,
@@ -722,12 +1055,22 @@ def train(cfg: DQNConfig) -> dict[str, Any]:
                     nonfinite_losses=state["nonfinite_losses"],
                 ),
             )
-            print(f"[dqn] {cfg.game} eval at {state['step']}: {mean:.2f} ± {std:.2f}")
+            print(
+                f"[dqn] {cfg.game} eval at {state['step']}: {mean:.2f} ± {std:.2f} "
+                f"({n} episodes)",
+                flush=True,
+            )
             while state["next_eval"] <= state["step"]:
                 state["next_eval"] += cfg.eval_every
         if evaluating or last or state["step"] >= state["next_checkpoint"]:
+            if cfg.save_replay and hasattr(replay, "state_arrays"):
+                # First the replay, then the checkpoint that points at it: a
+                # kill in between leaves a checkpoint whose step does not
+                # match, and the resume refills instead of mixing the two.
+                save_local_replay(local_replay, replay, envs, returns, state["step"])
             models = {"q": q_net, "target": target_net}
             save_checkpoint(ckpt, models, optimizer, {**state, "rng": rng_state(rng)})
+            save_expert(run_dir, q_net)
             while state["next_checkpoint"] <= state["step"]:
                 state["next_checkpoint"] += cfg.checkpoint_every
     logger.close()
