@@ -20,12 +20,11 @@ import pytest
 pytest.importorskip("ale_py")
 pytest.importorskip("gymnasium")
 
-ATARI = Path(__file__).resolve().parents[1] / "examples" / "atari"
-sys.path.insert(0, str(ATARI))
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
 
-import actor_mimic  # noqa: E402
-import dqn  # noqa: E402
-import plot  # noqa: E402
+from examples.atari import actor_mimic, dqn, plot  # noqa: E402
 
 
 def rows(path: Path) -> list[dict[str, str]]:
@@ -284,12 +283,17 @@ def test_actor_mimic_continues_from_checkpoint(tmp_path: Path) -> None:
 # ------------------------------------------------------- kill and resume ----
 def test_killed_dqn_run_resumes_without_losing_rows(tmp_path: Path) -> None:
     """SIGKILL a run after its first checkpoints; the rerun completes the log."""
-    cmd = [sys.executable, str(ATARI / "dqn.py"), "--preset", "smoke"]
+    cmd = [sys.executable, "-m", "examples.atari.dqn", "--preset", "smoke"]
     cmd += ["--total-steps", "512", "--eval-every", "128", "--eval-steps", "64"]
     cmd += ["--run-dir", str(tmp_path)]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        cmd,
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
     deadline = time.time() + 120
     try:
@@ -301,7 +305,9 @@ def test_killed_dqn_run_resumes_without_losing_rows(tmp_path: Path) -> None:
         proc.wait()
     killed_at = [int(r["step"]) for r in rows(tmp_path / "eval.csv")]
     assert killed_at and max(killed_at) < 512, "the run was not killed mid-way"
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        cmd, cwd=REPO, env=env, capture_output=True, text=True, check=True
+    )
     assert "resumed Pong at step" in done.stdout
     evals = [int(r["step"]) for r in rows(tmp_path / "eval.csv")]
     assert evals == list(range(128, 513, 128))  # each evaluation exactly once
@@ -316,16 +322,18 @@ def test_both_scripts_run_on_jax_backend(tmp_path: Path) -> None:
     """One subprocess (imports are slow) runs a DQN and a CC-AMN smoke on JAX."""
     pytest.importorskip("jax")
     code = (
-        "import sys; sys.path.insert(0, sys.argv[1]); import dqn, actor_mimic; "
+        "import sys; from examples.atari import dqn, actor_mimic; "
         "dqn.main(['--preset', 'smoke', '--total-steps', '128', "
         "'--run-dir', sys.argv[2] + '/dqn']); "
         "actor_mimic.main(['--preset', 'smoke', '--total-steps', '96', "
         "'--games', 'Pong', 'Breakout', '--fresh-experts', '--loss', 'cc', "
         "'--run-dir', sys.argv[2] + '/amn'])"
     )
-    cmd = [sys.executable, "-c", code, str(ATARI), str(tmp_path)]
+    cmd = [sys.executable, "-c", code, "-", str(tmp_path)]
     env = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "3"}
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("backend=jax") == 2
     for run in ("dqn", "amn"):

@@ -119,7 +119,7 @@ AMN_PRESETS: dict[str, dict[str, Any]] = {
     "minatar": dict(
         family="minatar",
         games=["Breakout"],
-        total_steps=250_000,
+        total_steps=200_000,
         num_envs=4,
         buffer_size=100_000,
         learning_starts=5_000,

@@ -45,6 +45,8 @@ EXPERT_FRAMES: dict[str, int] = {
     "Asterix": 1_500_000,
     "Seaquest": 2_500_000,
 }
+# Frames per game for every student run (single-game or all five).
+STUDENT_FRAMES = 200_000
 DEFAULT_OUT = Path("examples/atari/results/minatar")
 SEEDS: tuple[int, ...] = (1, 2, 3)
 
@@ -93,9 +95,112 @@ def _note_wall_time(run_dir: Path, seconds: float) -> None:
     path.write_text(json.dumps(times))
 
 
+def expert_dir(out: Path, game: str) -> Path:
+    return out / "experts" / game
+
+
+def expert_ready(out: Path, game: str) -> bool:
+    return finished(expert_dir(out, game), EXPERT_FRAMES[game])
+
+
+def student_runs(games: Sequence[str]) -> list[dict[str, Any]]:
+    """The study's student runs, in the order they are run.
+
+    Seed by seed, so that a study cut off early has every setting at n = 1
+    before any at n = 2: each game alone (AMN, CC-AMN; T = 1), then all five
+    games together at T = 1 and at T = 0.1.
+    """
+    runs = []
+    for seed in SEEDS:
+        for game in games:
+            for loss in ("xe", "cc"):
+                runs.append(dict(games=[game], loss=loss, temperature=1.0, seed=seed))
+        if len(games) > 1:
+            for temperature in (1.0, 0.1):
+                for loss in ("xe", "cc"):
+                    runs.append(
+                        dict(
+                            games=list(games),
+                            loss=loss,
+                            temperature=temperature,
+                            seed=seed,
+                        )
+                    )
+    return runs
+
+
+def student_dir(out: Path, run: dict[str, Any]) -> Path:
+    group = run["games"][0] if len(run["games"]) == 1 else f"all{len(run['games'])}"
+    return (
+        out
+        / "students"
+        / group
+        / f"{run['loss']}_T{run['temperature']:g}"
+        / (f"seed{run['seed']}")
+    )
+
+
+def run_student(out: Path, run: dict[str, Any], extra: Sequence[str]) -> None:
+    from examples.atari import actor_mimic
+
+    run_dir = student_dir(out, run)
+    total = STUDENT_FRAMES
+    if finished(run_dir, total):
+        return
+    print(f"[study] student {run_dir}", flush=True)
+    start = time.time()
+    actor_mimic.main(
+        [
+            "--preset",
+            "minatar",
+            "--games",
+            *run["games"],
+            "--loss",
+            run["loss"],
+            "--temperature",
+            str(run["temperature"]),
+            "--seed",
+            str(run["seed"]),
+            "--total-steps",
+            str(total),
+            "--experts-dir",
+            str(out / "experts"),
+            "--run-dir",
+            str(run_dir),
+            *extra,
+        ]
+    )
+    _note_wall_time(run_dir, time.time() - start)
+
+
+def run_students(out: Path, games: Sequence[str], extra: Sequence[str]) -> None:
+    """Every student run whose experts are trained; the rest are listed."""
+    waiting = []
+    for run in student_runs(games):
+        if all(expert_ready(out, g) for g in run["games"]):
+            run_student(out, run, extra)
+        else:
+            waiting.append(student_dir(out, run))
+    for run_dir in waiting:
+        print(f"[study] waiting for experts: {run_dir}", flush=True)
+
+
+def run_all(out: Path, games: Sequence[str], extra: Sequence[str]) -> None:
+    """Each expert, then its game's single-game students, then the rest.
+
+    This order gives a finished AMN vs CC-AMN comparison on the first game
+    long before the last expert is trained.
+    """
+    for game in games:
+        run_experts(out, [game], extra)
+        for run in student_runs([game]):
+            run_student(out, run, extra)
+    run_students(out, games, extra)
+
+
 def main(argv: Sequence[str] | None = None) -> Any:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("part", choices=["experts", "students", "report"])
+    parser.add_argument("part", choices=["all", "experts", "students", "report"])
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument(
         "--games", nargs="+", default=list(GAMES), help=f"default: {' '.join(GAMES)}"
@@ -106,7 +211,13 @@ def main(argv: Sequence[str] | None = None) -> Any:
         parser.error(f"--games: unknown MinAtar game(s) {unknown}; use {GAMES}")
     if args.part == "experts":
         return run_experts(args.out, args.games, extra)
-    parser.error(f"{args.part}: not available yet")
+    if args.part == "students":
+        return run_students(args.out, args.games, extra)
+    if args.part == "all":
+        return run_all(args.out, args.games, extra)
+    from examples.atari import minatar_report
+
+    return minatar_report.report(args.out, args.games)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,321 @@
+"""Tests for the MinAtar family of examples/atari: env, replay, union actions,
+the compiled update, smoke runs of the expert and both student losses, and
+kill-and-resume. Each smoke run takes seconds on two CPU cores.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("minatar")
+pytest.importorskip("ale_py")  # dqn.py imports it for the Atari family
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from examples.atari import actor_mimic, dqn, minatar_env, minatar_study  # noqa: E402
+
+GAMES = list(minatar_env.GAMES)
+
+
+def rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+# --------------------------------------------------------- union actions ----
+def test_union_of_the_five_minimal_action_sets() -> None:
+    # MinAtar's action letters are n, l, u, r, d, f (its Env.action_map);
+    # the minimal sets below are read from each game's own
+    # minimal_action_set(), written out by hand as the reference.
+    expected = {
+        "Asterix": ["NOOP", "LEFT", "UP", "RIGHT", "DOWN"],
+        "Breakout": ["NOOP", "LEFT", "RIGHT"],
+        "Freeway": ["NOOP", "UP", "DOWN"],
+        "Seaquest": ["NOOP", "LEFT", "UP", "RIGHT", "DOWN", "FIRE"],
+        "SpaceInvaders": ["NOOP", "LEFT", "RIGHT", "FIRE"],
+    }
+    meanings = {g: minatar_env.action_meanings(g) for g in GAMES}
+    assert meanings == expected
+    union, index = actor_mimic.union_action_space(meanings)
+    # ALE's full-action-set order: NOOP, FIRE, UP, RIGHT, LEFT, DOWN, ...
+    assert union == ["NOOP", "FIRE", "UP", "RIGHT", "LEFT", "DOWN"]
+    for g in GAMES:
+        assert [union[i] for i in index[g]] == expected[g]
+    # Breakout's RIGHT (its action 2) is Seaquest's RIGHT (its action 3).
+    assert index["Breakout"][2] == index["Seaquest"][3] == union.index("RIGHT")
+    # Two games alone give the union of just those two.
+    small, idx = actor_mimic.union_action_space(
+        {g: meanings[g] for g in ("Breakout", "Freeway")}
+    )
+    assert small == ["NOOP", "UP", "RIGHT", "LEFT", "DOWN"]
+    assert list(idx["Freeway"]) == [0, 1, 4]
+
+
+# ------------------------------------------------------------ vector env ----
+@pytest.mark.parametrize("game", ["Breakout", "Freeway"])
+def test_vector_env_matches_minatar_stepped_directly(game: str) -> None:
+    """Same seed and actions: the same states, rewards and episode ends as
+    minatar.Environment itself (with its minimal-set action indices)."""
+    from minatar import Environment
+
+    vec = minatar_env.MinAtarVectorEnv(game, 2, seed=7)
+    direct = Environment(minatar_env.GAMES[game])
+    direct.seed(7)  # lane 0 of the vector env is seeded with seed + 0
+    direct.reset()
+    minimal = direct.minimal_action_set()
+    rng = np.random.default_rng(0)
+    obs, _ = vec.reset(seed=7)
+    np.testing.assert_array_equal(obs[0], direct.state())
+    ends = 0
+    for _ in range(3000):  # Freeway ends after 2500 frames: one episode end
+        a = rng.integers(0, vec.num_actions, 2)
+        obs, reward, terminated, truncated, info = vec.step(a)
+        r, term = direct.act(minimal[a[0]])
+        assert (reward[0], terminated[0]) == (r, term)
+        assert not truncated.any()
+        if term:
+            ends += 1
+            np.testing.assert_array_equal(info["final_obs"][0], direct.state())
+            direct.reset()
+        np.testing.assert_array_equal(obs[0], direct.state())
+        assert obs.dtype == np.uint8 and obs.shape[1:] == (10, 10, vec_channels(game))
+    assert ends > 0
+
+
+def vec_channels(game: str) -> int:
+    return minatar_env.CHANNELS[game]
+
+
+def test_vector_env_truncates_at_the_frame_cap() -> None:
+    vec = minatar_env.MinAtarVectorEnv("Freeway", 1, max_episode_frames=5, seed=0)
+    for t in range(1, 11):
+        _, _, terminated, truncated, info = vec.step(np.zeros(1, np.int64))
+        assert not terminated[0]
+        assert truncated[0] == (t % 5 == 0)
+        assert ("final_obs" in info) == (t % 5 == 0)
+
+
+def test_bad_game_names_are_clear_errors(capsys) -> None:
+    with pytest.raises(ValueError, match="unknown MinAtar game 'Pong'"):
+        minatar_env.check_game("Pong")
+    with pytest.raises(SystemExit):
+        dqn.main(["--preset", "minatar_smoke", "--game", "Pong"])
+    assert "unknown MinAtar game" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        dqn.main(["--preset", "minatar_smoke", "--family", "nes"])
+    assert "--family must be one of" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        minatar_study.main(["students", "--games", "Pong"])
+    assert "unknown MinAtar game" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- replay ----
+def test_transition_replay_keeps_true_next_states() -> None:
+    """Driven like the training loop: sampled (s, a, r, s', term) are exactly
+    the env's, with the final observation as s' when an episode ends."""
+    env = minatar_env.MinAtarVectorEnv("Breakout", 3, max_episode_frames=20, seed=1)
+    replay = minatar_env.TransitionReplay(200, 3, env.single_observation_shape, 0)
+    obs, _ = env.reset(seed=1)
+    replay.start(obs)
+    rng = np.random.default_rng(2)
+    truth = []
+    for _ in range(150):  # wraps the 67-slot lanes twice
+        a = rng.integers(0, env.num_actions, 3)
+        nxt, r, term, trunc, info = env.step(a)
+        done = term | trunc
+        final = info.get("final_obs")
+        replay.add(a, r, term, done, nxt, final)
+        for i in range(3):
+            landed = final[i] if done[i] else nxt[i]
+            truth.append((obs[i].tobytes(), a[i], r[i], landed.tobytes(), term[i]))
+        obs = nxt
+    kept = set(truth[-3 * replay.cap :])
+    s, a, r, s2, term = replay.sample(500)
+    for k in range(500):
+        item = (s[k].tobytes(), a[k], r[k], s2[k].tobytes(), term[k])
+        assert item in kept
+    assert term.any() and len(replay) == 3 * replay.cap
+
+
+# -------------------------------------------------------- compiled update ----
+def test_compiled_step_equals_keras_train_on_batch() -> None:
+    """The fused XLA update does what Keras' own trainer does: same loss and
+    the same weights after three steps of centered RMSprop."""
+    import keras
+
+    def learner_pair():
+        q = minatar_env.minatar_cnn(3, 4, name="q")
+        t = minatar_env.minatar_cnn(3, 4, name="t")
+        return q, t, dqn.dqn_learner(q, t, gamma=0.99)
+
+    keras.utils.set_random_seed(0)
+    q1, t1, ours = learner_pair()
+    q2, t2, ref = learner_pair()
+    q2.set_weights(q1.get_weights())
+    t1.set_weights([3 * w for w in q1.get_weights()])
+    t2.set_weights(t1.get_weights())
+    cfg = dqn.DQNConfig(optimizer="rmsprop", learning_rate=1e-3)
+    opt1, opt2 = dqn.make_optimizer(cfg), dqn.make_optimizer(cfg)
+    ours.compile(optimizer=opt1, loss=ours.loss_fn)
+    ref.compile(optimizer=opt2, loss=ref.loss_fn)
+    step = dqn.compiled_train_step(ours, opt1)
+    rng = np.random.default_rng(1)
+    for _ in range(3):
+        x = rng.integers(0, 2, (16, 10, 10, 4)).astype(np.uint8)
+        x2 = rng.integers(0, 2, (16, 10, 10, 4)).astype(np.uint8)
+        y = np.stack(
+            [rng.integers(0, 3, 16), rng.integers(-1, 2, 16), rng.random(16) < 0.3],
+            axis=1,
+        ).astype(np.float32)
+        got = step([x, x2], y)
+        want = float(np.asarray(ref.train_on_batch([x, x2], y)))
+        np.testing.assert_allclose(got, want, rtol=1e-5)
+    for a, b in zip(q1.get_weights(), q2.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    for a, b in zip(t1.get_weights(), t2.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)  # the target network is frozen
+    assert any(
+        not np.allclose(a, 3 * b)
+        for a, b in zip(q1.get_weights(), t1.get_weights(), strict=True)
+    )
+
+
+# ------------------------------------------------------------ smoke runs ----
+def test_dqn_smoke_on_minatar(tmp_path: Path) -> None:
+    state = dqn.main(["--preset", "minatar_smoke", "--run-dir", str(tmp_path)])
+    assert state["step"] == 512 and state["nonfinite_losses"] == 0
+    # One update per frame once learning starts at 64.
+    assert state["updates"] == 512 - 64 + 1
+    evals = rows(tmp_path / "eval.csv")
+    assert [int(r["step"]) for r in evals] == [256, 512]
+    assert all(int(r["eval_episodes"]) > 0 for r in evals)
+    train = rows(tmp_path / "train.csv")
+    assert [int(r["frames"]) for r in train] == [128, 256, 384, 512]
+    # The committed form of an expert (expert.npz) equals the checkpoint's.
+    a = dqn.load_q_network(tmp_path, "Breakout", "minatar")
+    (tmp_path / "checkpoint.npz").rename(tmp_path / "moved.npz")
+    b = dqn.load_q_network(tmp_path, "Breakout", "minatar")
+    x = np.random.default_rng(0).integers(0, 2, (5, 10, 10, 4)).astype(np.uint8)
+    np.testing.assert_array_equal(a.predict_on_batch(x), b.predict_on_batch(x))
+    assert a.output.shape[-1] == 3  # Breakout's minimal action set
+
+
+@pytest.mark.parametrize("loss", ["xe", "cc"])
+def test_actor_mimic_smoke_on_minatar(tmp_path: Path, loss: str) -> None:
+    """Breakout (4 channels) and Freeway (7): the student pads to 7."""
+    argv = ["--preset", "minatar_smoke", "--games", "Breakout", "Freeway"]
+    argv += ["--fresh-experts", "--loss", loss, "--run-dir", str(tmp_path)]
+    state = actor_mimic.main(argv)
+    assert state["updates"] > 0
+    assert state["nonfinite_losses"] == {"Breakout": 0, "Freeway": 0}
+    evals = rows(tmp_path / "eval.csv")
+    assert {(r["game"], int(r["step"])) for r in evals} == {
+        (g, s) for g in ("Breakout", "Freeway") for s in (96, 192)
+    }
+    with np.load(tmp_path / "checkpoint.npz") as ckpt:
+        assert ckpt["student/0"].shape == (3, 3, 7, 16)  # conv kernel, 7 channels
+        assert ckpt["student/4"].shape == (128, 5)  # union of the two games
+
+
+@pytest.mark.parametrize("loss", ["xe", "cc"])
+def test_amn_learner_pads_channels_and_matches_reference(loss: str) -> None:
+    """Freeway's view of a student that also plays Seaquest (10 channels)."""
+    from keras_cc.ops import cc_log_partition
+
+    student = minatar_env.minatar_cnn(6, 10, name="s")
+    expert = minatar_env.minatar_cnn(3, 7, name="e")
+    own = np.array([0, 2, 5])  # NOOP, UP, DOWN in the union layout
+    amn = actor_mimic.amn_learner(student, expert, own, 0.5, loss, "Freeway")
+    x = np.random.default_rng(0).integers(0, 2, (8, 10, 10, 7)).astype(np.uint8)
+    padded = np.concatenate([x, np.zeros((8, 10, 10, 3), np.uint8)], axis=-1)
+    z = np.asarray(student.predict_on_batch(padded), np.float64)[:, own] / 0.5
+    np.testing.assert_allclose(amn.actor.predict_on_batch(x), z * 0.5, rtol=1e-5)
+    q = np.asarray(expert.predict_on_batch(x), np.float64) / 0.5
+    y = np.exp(q - q.max(1, keepdims=True))
+    y /= y.sum(1, keepdims=True)
+    if loss == "xe":
+        log_p = z - z.max(1, keepdims=True)
+        log_p -= np.log(np.exp(log_p).sum(1, keepdims=True))
+        expected = -(y * log_p).sum(1).mean()
+    else:
+        log_a = np.asarray(cc_log_partition(z.astype(np.float32)), np.float64)
+        expected = (log_a - (y * z).sum(1)).mean()
+    pred = amn.predict_on_batch(x)
+    got = float(np.asarray(amn.loss_fn(None, pred)))
+    np.testing.assert_allclose(got, expected, rtol=2e-4, atol=2e-4)
+
+
+# ------------------------------------------------------- kill and resume ----
+def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(
+        cmd, cwd=REPO, env=env, capture_output=True, text=True, check=True, **kw
+    )
+
+
+def test_killed_minatar_expert_resumes_exactly(tmp_path: Path) -> None:
+    """SIGKILL mid-run; the resumed run restores replay and environments, and
+    its log equals that of a run that was never interrupted."""
+    base = [sys.executable, "-m", "examples.atari.dqn", "--preset", "minatar_smoke"]
+    base += ["--total-steps", "768"]
+    _run([*base, "--run-dir", str(tmp_path / "whole")], timeout=300)
+
+    cmd = [*base, "--run-dir", str(tmp_path / "killed")]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        cmd,
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    deadline = time.time() + 240
+    try:
+        for line in proc.stdout:  # the checkpoint at 384 follows this line
+            if "step       384" in line or time.time() > deadline:
+                break
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    evals = rows(tmp_path / "killed" / "eval.csv")
+    assert [int(r["step"]) for r in evals] == [256]
+    done = _run(cmd, timeout=300)
+    assert "replay and environments restored" in done.stdout
+    whole = rows(tmp_path / "whole" / "train.csv")
+    resumed = rows(tmp_path / "killed" / "train.csv")
+    assert [r["step"] for r in resumed] == [r["step"] for r in whole]
+    for a, b in zip(whole, resumed, strict=True):
+        for key in ("episode_return", "episodes", "updates", "epsilon"):
+            assert a[key] == b[key], (key, a, b)
+        np.testing.assert_allclose(float(a["loss"]), float(b["loss"]), rtol=1e-4)
+    evals_whole = rows(tmp_path / "whole" / "eval.csv")
+    assert rows(tmp_path / "killed" / "eval.csv") == evals_whole
+
+
+def test_resume_without_the_local_replay_refills_it(tmp_path: Path) -> None:
+    """A fresh clone has the committed checkpoint but not replay.npz."""
+    argv = ["--preset", "minatar_smoke", "--run-dir", str(tmp_path)]
+    first = dqn.main([*argv, "--total-steps", "256"])
+    (tmp_path / "replay.npz").unlink()
+    second = dqn.main([*argv, "--total-steps", "512"])
+    assert first["step"] == 256 and second["step"] == 512
+    assert second["updates"] == first["updates"] + 256
+    assert [int(r["step"]) for r in rows(tmp_path / "eval.csv")] == [256, 512]
+
+
+def test_module_help_runs_from_the_repository_root() -> None:
+    for module in ("dqn", "actor_mimic", "minatar_study"):
+        done = _run([sys.executable, "-m", f"examples.atari.{module}", "--help"])
+        assert "usage" in done.stdout
