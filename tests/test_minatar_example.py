@@ -191,6 +191,33 @@ def test_compiled_step_equals_keras_train_on_batch() -> None:
     )
 
 
+def test_centered_rmsprop_is_torchs_formula() -> None:
+    """torch.optim.RMSprop(centered=True): ε outside the root (written out in
+    NumPy from PyTorch's documented update), unlike keras.optimizers.RMSprop."""
+    import keras
+
+    rng = np.random.default_rng(0)
+    w0 = rng.normal(size=(4, 3)).astype(np.float32)
+    grads = [1e-3 * rng.normal(size=(4, 3)).astype(np.float32) for _ in range(4)]
+    var = keras.Variable(w0)
+    opt = dqn.CenteredRMSprop(2.5e-4, rho=0.95, epsilon=0.01)
+    w, sq, mean = w0.astype(np.float64), np.zeros((4, 3)), np.zeros((4, 3))
+    for g in grads:
+        opt.apply([keras.ops.convert_to_tensor(g)], [var])
+        sq = 0.95 * sq + 0.05 * g.astype(np.float64) ** 2
+        mean = 0.95 * mean + 0.05 * g
+        w = w - 2.5e-4 * g / (np.sqrt(sq - mean**2) + 0.01)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(var), w, rtol=1e-5)
+    # Keras' own RMSprop (ε inside the root) moves ~10x less at these scales.
+    keras_var = keras.Variable(w0)
+    keras_opt = keras.optimizers.RMSprop(2.5e-4, rho=0.95, epsilon=0.01, centered=True)
+    for g in grads:
+        keras_opt.apply([keras.ops.convert_to_tensor(g)], [keras_var])
+    ours_moved = np.abs(keras.ops.convert_to_numpy(var) - w0).mean()
+    keras_moved = np.abs(keras.ops.convert_to_numpy(keras_var) - w0).mean()
+    assert ours_moved > 5 * keras_moved
+
+
 # ------------------------------------------------------------ smoke runs ----
 def test_dqn_smoke_on_minatar(tmp_path: Path) -> None:
     state = dqn.main(["--preset", "minatar_smoke", "--run-dir", str(tmp_path)])
