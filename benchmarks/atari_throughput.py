@@ -1,7 +1,9 @@
 """Throughput of the Atari actor-mimic example, all measured in one run.
 
-    python benchmarks/atari_throughput.py --game Pong --num-envs 8 --seconds 5
-    KERAS_BACKEND=jax python benchmarks/atari_throughput.py --json out.json
+    python -m benchmarks.atari_throughput --game Pong --num-envs 8 --seconds 5
+    KERAS_BACKEND=jax python -m benchmarks.atari_throughput --json out.json
+
+(MinAtar: ``benchmarks/minatar_throughput.py``.)
 
 Reports:
   * environment throughput, in agent steps/s and emulator frames/s (×4):
@@ -31,9 +33,7 @@ import gymnasium as gym
 import keras
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples" / "atari"))
-import actor_mimic  # noqa: E402
-import dqn  # noqa: E402
+from examples.atari import actor_mimic, dqn
 
 
 def rate(fn: Callable[[], int], seconds: float, warmup: int = 3) -> float:
