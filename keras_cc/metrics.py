@@ -10,6 +10,7 @@ from __future__ import annotations
 import keras
 
 from keras_cc.losses import (
+    _check_logit_scale,
     continuous_categorical_crossentropy,
     sparse_continuous_categorical_crossentropy,
 )
@@ -21,42 +22,20 @@ __all__ = [
 
 
 class _ContinuousCategoricalMetric(keras.metrics.MeanMetricWrapper):
-    def __init__(
-        self,
-        fn,
-        name: str,
-        dtype,
-        from_logits: bool,
-        label_smoothing: float,
-        axis: int,
-        validate_targets: bool,
-    ):
-        super().__init__(
-            fn,
-            name=name,
-            dtype=dtype,
-            from_logits=from_logits,
-            label_smoothing=label_smoothing,
-            axis=axis,
-            validate_targets=validate_targets,
-        )
-        self.from_logits = from_logits
-        self.label_smoothing = label_smoothing
-        self.axis = axis
-        self.validate_targets = validate_targets
+    def __init__(self, fn, name: str, dtype, **kwargs):
+        _check_logit_scale(kwargs["logit_scale"], kwargs["label_smoothing"])
+        super().__init__(fn, name=name, dtype=dtype, **kwargs)
+        # The options are stored once: as attributes for users, and in
+        # `get_config` for saving.
+        self._fn_options = kwargs
+        for option, value in kwargs.items():
+            setattr(self, option, value)
         # A negative log-likelihood: lower is better (e.g. for callbacks that
         # monitor it with mode="auto").
         self._direction = "down"
 
     def get_config(self):
-        return {
-            "name": self.name,
-            "dtype": self.dtype,
-            "from_logits": self.from_logits,
-            "label_smoothing": self.label_smoothing,
-            "axis": self.axis,
-            "validate_targets": self.validate_targets,
-        }
+        return {"name": self.name, "dtype": self.dtype} | self._fn_options
 
 
 # Registered under a name distinct from the loss class of the same name: the
@@ -84,6 +63,8 @@ class ContinuousCategoricalCrossentropy(_ContinuousCategoricalMetric):
         axis: The class axis. Defaults to `-1`.
         validate_targets: If `True` (default), `y_true` must lie on the
             simplex (see the loss for the tolerance and when it is checked).
+        logit_scale: A positive number or `"auto"`: the CC's logits are
+            `logit_scale * z`, as in the loss (use the loss's value).
 
     Examples:
 
@@ -120,6 +101,7 @@ class ContinuousCategoricalCrossentropy(_ContinuousCategoricalMetric):
         label_smoothing: float = 0.0,
         axis: int = -1,
         validate_targets: bool = True,
+        logit_scale: float | str = 1.0,
     ):
         super().__init__(
             continuous_categorical_crossentropy,
@@ -129,6 +111,7 @@ class ContinuousCategoricalCrossentropy(_ContinuousCategoricalMetric):
             label_smoothing=label_smoothing,
             axis=axis,
             validate_targets=validate_targets,
+            logit_scale=logit_scale,
         )
 
 
@@ -150,6 +133,7 @@ class SparseContinuousCategoricalCrossentropy(_ContinuousCategoricalMetric):
         axis: The class axis of `y_pred`. Defaults to `-1`.
         validate_targets: If `True` (default), labels must lie in
             `[0, num_classes)` (see the loss for when it is checked).
+        logit_scale: A positive number or `"auto"`, as in the loss.
 
     Examples:
 
@@ -168,6 +152,7 @@ class SparseContinuousCategoricalCrossentropy(_ContinuousCategoricalMetric):
         label_smoothing: float = 0.0,
         axis: int = -1,
         validate_targets: bool = True,
+        logit_scale: float | str = 1.0,
     ):
         super().__init__(
             sparse_continuous_categorical_crossentropy,
@@ -177,4 +162,5 @@ class SparseContinuousCategoricalCrossentropy(_ContinuousCategoricalMetric):
             label_smoothing=label_smoothing,
             axis=axis,
             validate_targets=validate_targets,
+            logit_scale=logit_scale,
         )
