@@ -346,3 +346,40 @@ def test_module_help_runs_from_the_repository_root() -> None:
     for module in ("dqn", "actor_mimic", "minatar_study"):
         done = _run([sys.executable, "-m", f"examples.atari.{module}", "--help"])
         assert "usage" in done.stdout
+
+
+# -------------------------------------------------------- the study runner ----
+@pytest.mark.slow
+def test_study_runs_end_to_end_then_skips_finished_runs(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """The one-command study on two games with tiny budgets and one seed:
+    experts, their students, the two-game students at both temperatures,
+    then the report; a second invocation trains nothing."""
+    from examples.atari import minatar_report
+
+    games = ["Breakout", "SpaceInvaders"]
+    monkeypatch.setattr(minatar_study, "EXPERT_FRAMES", dict.fromkeys(games, 128))
+    monkeypatch.setattr(minatar_study, "STUDENT_FRAMES", 96)
+    monkeypatch.setattr(minatar_study, "SEEDS", (1,))
+    monkeypatch.setattr(minatar_report, "RANDOM_EPISODES", 3)
+    tiny = ["--buffer-size", "256", "--learning-starts", "32", "--batch-size", "8"]
+    tiny += ["--eval-every", "96", "--eval-steps", "120", "--eval-envs", "2"]
+    tiny += ["--log-every", "32", "--checkpoint-every", "32"]
+    tiny += ["--max-episode-frames", "40", "--eps-mid-step", "32"]
+    tiny += ["--eps-end-step", "32", "--num-envs", "2"]
+    argv = ["all", "--out", str(tmp_path), "--games", *games, *tiny]
+    minatar_study.main(argv)
+    runs = minatar_study.student_runs(games)
+    assert len(runs) == 2 * 2 + 2 * 2  # (alone + together at two T) × losses
+    for run in runs:
+        assert minatar_study.finished(minatar_study.student_dir(tmp_path, run), 96)
+    assert (tmp_path / "experts" / "SpaceInvaders" / "expert.npz").exists()
+    capsys.readouterr()
+    minatar_study.main(argv)
+    assert "[dqn]" not in capsys.readouterr().out  # nothing retrained
+    body = minatar_study.main(["report", "--out", str(tmp_path), "--games", *games])
+    assert "Pending student runs: 0" in body
+    assert "(n=1)" in body and "pending" not in body.split("Pending")[0].lower()
+    assert (tmp_path / "curves_single.png").exists()
+    assert (tmp_path / "curves_all.png").exists()

@@ -36,6 +36,7 @@ PUBLISHED_DQN: dict[str, dict[int, float]] = {
     "Seaquest": {1_000_000: 1.0, 2_000_000: 5.0, 2_500_000: 8.0, 5_000_000: 20.0},
 }
 LABELS = {"xe": "AMN", "cc": "CC-AMN"}
+RANDOM_EPISODES = 100  # per game, for the random-policy baseline
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
@@ -55,13 +56,14 @@ def mean_std(values: Sequence[float], digits: int = 2) -> str:
     return f"{arr.mean():.{digits}f} ± {arr.std(ddof=1):.{digits}f} (n={len(arr)})"
 
 
-def random_returns(out: Path, games: Sequence[str], episodes: int = 100) -> dict:
+def random_returns(out: Path, games: Sequence[str]) -> dict:
     """Uniform random policy over each game's minimal actions (cached)."""
     from examples.atari.minatar_env import MinAtarVectorEnv
 
     path = out / "random_policy.json"
     cached = json.loads(path.read_text()) if path.exists() else {}
     rng = np.random.default_rng(0)
+    episodes = RANDOM_EPISODES
     for game in games:
         if game in cached:
             continue
