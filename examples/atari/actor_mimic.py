@@ -68,14 +68,14 @@ class AMNConfig:
     experts_dir: str = "runs/experts"  # holds <Game>/checkpoint.npz from dqn.py
     fresh_experts: bool = False  # random experts: for smoke tests only
     seed: int = 1
-    # PAPER.md gives no student budget; 10M steps per game is our assumption.
+    # The paper gives no student budget; 10M steps per game is our assumption.
     total_steps: int = 10_000_000
     num_envs: int = 1
     buffer_size: int = 100_000  # per game
     learning_starts: int = 5_000
     train_every: int = 4  # one update per game per 4 of its agent steps
     batch_size: int = 32
-    learning_rate: float = 1e-4  # assumption: PAPER.md gives only the experts'
+    learning_rate: float = 1e-4  # assumption: the paper gives only the experts'
     adam_epsilon: float = 1.5e-4
     # ε-greedy on the student's own policy; 1 → 0.1 over 1M steps (assumption).
     eps_start: float = 1.0

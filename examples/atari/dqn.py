@@ -50,7 +50,7 @@ gym.register_envs(ale_py)
 FRAME_SHAPE = (84, 84)
 STACK = 4
 # Games whose play stalls until FIRE is pressed after a life is lost; the
-# evaluation presses it for them (PAPER.md: "Breakout presses FIRE").
+# evaluation presses it for them (the paper: "Breakout presses FIRE").
 FIRE_ON_LIFE_LOSS = frozenset({"Breakout"})
 
 
@@ -95,7 +95,7 @@ class DQNConfig:
 
 
 DQN_PRESETS: dict[str, dict[str, Any]] = {
-    "paper": {},  # the dataclass defaults are PAPER.md's settings
+    "paper": {},  # the dataclass defaults are the paper's settings
     # A few hundred agent steps, a tiny replay: exercises every code path.
     "smoke": dict(
         total_steps=256,

@@ -1,6 +1,6 @@
 """Reward curves per game (AMN vs CC-AMN vs DQN experts) and non-finite losses.
 
-    python examples/atari/plot.py runs/amn_pong runs/cc_amn_pong --out atari.png
+    python -m examples.atari.plot runs/amn_pong runs/cc_amn_pong --out atari.png
 
 Each argument is a run directory written by dqn.py or actor_mimic.py; its
 ``eval.csv`` gives the reward curves and ``train.csv`` the cumulative count of
