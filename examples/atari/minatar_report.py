@@ -204,6 +204,59 @@ def plot_curves(out: Path, games: Sequence[str]) -> list[Path]:
 
     colors = {"xe": "tab:blue", "cc": "tab:red"}
     written = []
+    # Experts: evaluation and training returns against the published curve.
+    fig, axes = plt.subplots(1, len(games), figsize=(3.6 * len(games), 3.2))
+    axes = np.atleast_1d(axes)
+    anything = False
+    for ax, game in zip(axes, games, strict=True):
+        run_dir = study.expert_dir(out, game)
+        evals = read_rows(run_dir / "eval.csv")
+        train = [
+            r for r in read_rows(run_dir / "train.csv") if r["episode_return"] != "nan"
+        ]
+        if evals:
+            anything = True
+            ax.errorbar(
+                [int(r["step"]) for r in evals],
+                [float(r["eval_return"]) for r in evals],
+                fmt="o-",
+                ms=3,
+                color="black",
+                label="evaluation (ε 0.05)",
+            )
+        if train:
+            ax.plot(
+                [int(r["step"]) for r in train],
+                [float(r["episode_return"]) for r in train],
+                color="tab:gray",
+                lw=0.8,
+                label="training episodes (ε 0.1)",
+            )
+        published = {
+            k: v
+            for k, v in PUBLISHED_DQN[game].items()
+            if k <= study.EXPERT_FRAMES[game]
+        }
+        ax.plot(
+            list(published),
+            list(published.values()),
+            "x",
+            color="tab:green",
+            ms=8,
+            label="MinAtar paper DQN (training, read off its figure)",
+        )
+        ax.set_title(game)
+        ax.set_xlabel("frames")
+        ax.set_xlim(0, study.EXPERT_FRAMES[game])
+        ax.legend(fontsize=6)
+    axes[0].set_ylabel("return")
+    fig.suptitle("MinAtar DQN experts (one seed each)")
+    fig.tight_layout()
+    if anything:
+        path = out / "curves_experts.png"
+        fig.savefig(path, dpi=90)
+        written.append(path)
+    plt.close(fig)
     for group, temps in (("single", (1.0,)), ("all", (1.0, 0.1))):
         fig, axes = plt.subplots(1, len(games), figsize=(3.6 * len(games), 3.2))
         axes = np.atleast_1d(axes)
