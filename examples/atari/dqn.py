@@ -50,7 +50,7 @@ gym.register_envs(ale_py)
 FRAME_SHAPE = (84, 84)
 STACK = 4
 # Games whose play stalls until FIRE is pressed after a life is lost; the
-# evaluation presses it for them (the paper: "Breakout presses FIRE").
+# evaluation presses it for them (Breakout, as in the paper's evaluation).
 FIRE_ON_LIFE_LOSS = frozenset({"Breakout"})
 
 
