@@ -50,7 +50,7 @@ def _rows(run_dir: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-@pytest.mark.parametrize("loss", ["xe", "ls", "cc", "rls", "rcc"])
+@pytest.mark.parametrize("loss", ["xe", "ls", "cc", "rls", "rcc", "cc-fallback"])
 def test_cli_trains_each_loss(tmp_path: Path, loss: str) -> None:
     out = tmp_path / loss
     argv = [*TINY, "--loss", loss, "--epochs", "2", "--out", str(out)]
@@ -59,11 +59,29 @@ def test_cli_trains_each_loss(tmp_path: Path, loss: str) -> None:
     assert train.main(argv) == 0
     rows = _rows(out)
     assert [int(r["epoch"]) for r in rows] == [1, 2]
+    cc_kind = loss in ("cc", "rcc", "cc-fallback")
     for r in rows:
-        for key in ("loss", "test_loss", "test_nll"):
+        keys = [
+            "loss",
+            "nll",
+            *(f"{s}_{m}" for s in ("val", "test") for m in ("loss", "nll", "ece")),
+        ]
+        if cc_kind:
+            keys += ["test_ccmean_nll", "test_ccmean_ece", "val_ccmean_ece"]
+        for key in keys:
             assert math.isfinite(float(r[key])), (key, r)
-        assert 0.0 <= float(r["test_accuracy"]) <= 1.0
+        for key in ("val_accuracy", "test_accuracy", "test_ece"):
+            assert 0.0 <= float(r[key]) <= 1.0
         assert int(r["skipped_steps"]) == 0
+        assert float(r["logit_scale"]) == 1.0
+        if loss == "cc-fallback":
+            assert 0.0 <= float(r["cc_rows"]) <= 1.0
+        else:
+            assert r["cc_rows"] == ""
+    # The test predictions of the best validation epoch are kept.
+    with np.load(out / "selected_test.npz") as saved:
+        assert saved["probs"].shape == (48, 10)
+        assert ("ccmean" in saved) == cc_kind
     state = json.loads((out / "state.json").read_text())
     assert state == {"epoch": 2, "finished": True}
     assert (out / "ckpt-2.weights.h5").exists()
@@ -73,7 +91,7 @@ def test_cli_trains_each_loss(tmp_path: Path, loss: str) -> None:
     if loss in ("cc", "rcc"):
         # The CC NLL is a log-density: it goes below zero once the model
         # concentrates (cross-entropy never does), so the CC loss was used.
-        assert float(rows[-1]["test_nll"]) < float(rows[0]["test_nll"])
+        assert float(rows[-1]["test_loss"]) < float(rows[0]["test_loss"])
 
 
 def test_resume_after_interruption(tmp_path: Path) -> None:
@@ -88,7 +106,7 @@ def test_resume_after_interruption(tmp_path: Path) -> None:
     # A crash after writing epoch 2's row but before its checkpoint: the row
     # must be dropped and the epoch retrained, not duplicated.
     with (out / "metrics.csv").open("a") as f:
-        f.write("2,0,0,0,0,0,0,0\n")
+        f.write("2" + ",0" * (len(train.CSV_FIELDS) - 1) + "\n")
     assert train.main(args) == 0
     rows = _rows(out)
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
@@ -120,9 +138,9 @@ def test_ablation_summary_from_real_runs(tmp_path: Path, capsys) -> None:
         "off",
         "--batch-norm",
         "off",
-        "--losses",
+        "--methods",
         "xe",
-        "cc",
+        "cc@auto",
         "--seeds",
         "0",
         "1",
@@ -134,27 +152,42 @@ def test_ablation_summary_from_real_runs(tmp_path: Path, capsys) -> None:
     ]
     assert ablation.main(argv) == 0
     with (out / "summary.csv").open(newline="") as f:
-        cells = {r["loss"]: r for r in csv.DictReader(f)}
-    assert set(cells) == {"xe", "cc"}
-    for loss, cell in cells.items():
-        best = [
-            max(
-                float(r["test_accuracy"])
-                for r in _rows(out / "wd0_do0_bn0" / loss / f"seed{s}")
-            )
-            for s in (0, 1)
+        cells = {r["method"]: r for r in csv.DictReader(f)}
+    assert set(cells) == {"xe", "cc@auto"}
+    for method, cell in cells.items():
+        runs = [
+            _rows(out / "lr0.001_wd0_do0_bn0" / method / f"seed{s}") for s in (0, 1)
         ]
+        # Selection on validation: the test accuracy of the epoch with the
+        # best validation accuracy (earliest on ties), never the best test.
+        selected = [
+            float(
+                max(rows, key=lambda r: (float(r["val_accuracy"]), -int(r["epoch"])))[
+                    "test_accuracy"
+                ]
+            )
+            for rows in runs
+        ]
+        last = [float(rows[-1]["test_accuracy"]) for rows in runs]
         assert int(cell["n"]) == 2
-        assert float(cell["mean_best_test_accuracy"]) == pytest.approx(
-            np.mean(best), abs=1e-6
+        assert float(cell["mean_test_accuracy"]) == pytest.approx(
+            np.mean(selected), abs=1e-6
         )
-        assert float(cell["std_best_test_accuracy"]) == pytest.approx(
-            np.std(best, ddof=1), abs=1e-6
+        assert float(cell["std_test_accuracy"]) == pytest.approx(
+            np.std(selected, ddof=1), abs=1e-6
         )
+        assert float(cell["mean_last_test_accuracy"]) == pytest.approx(
+            np.mean(last), abs=1e-6
+        )
+    # "auto" resolves to the label-smoothing scale for K = 10, alpha = 0.1.
+    scale = float(
+        _rows(out / "lr0.001_wd0_do0_bn0" / "cc@auto" / "seed0")[0]["logit_scale"]
+    )
+    assert scale == pytest.approx(100 / math.log(91))
     table = (out / "summary.md").read_text()
-    assert "| wd 0, dropout off, BN off |" in table and "CC-LS" in table
+    assert "| lr 0.001, wd 0, dropout off, BN off |" in table and "CC-LS ×auto" in table
     assert "(n=2)" in table
-    for png in ("accuracy_curves.png", "penultimate.png"):
+    for png in ("accuracy_curves.png", "reliability.png", "penultimate.png"):
         assert (out / png).stat().st_size > 10_000
     # Everything finished: a second call trains nothing.
     capsys.readouterr()
@@ -201,9 +234,11 @@ def test_fake_cifar_binary_loader(tmp_path: Path) -> None:
 
 
 def test_cli_on_fake_cifar_directory(tmp_path: Path) -> None:
-    _write_fake_cifar(tmp_path / "cifar", {"data_batch_1": 64, "test_batch": 32})
+    _write_fake_cifar(tmp_path / "cifar", {"data_batch_1": 160, "test_batch": 32})
     out = tmp_path / "run"
     argv = [
+        "--val-fraction",
+        "0.25",
         "--dataset",
         "cifar10",
         "--data-dir",
@@ -243,7 +278,10 @@ def test_standardise_uses_training_statistics() -> None:
 def test_random_targets_are_fresh_and_on_the_simplex() -> None:
     d = data.standardise(data.load_digits(size=8))
     d.x_train, d.y_train = d.x_train[:64], d.y_train[:64]
-    train_ds, test_ds = data.make_datasets(d, "rcc", 0.1, 64, 0, {"flip": False})
+    train_ds, val_ds, test_ds = data.make_datasets(
+        d, "rcc", 0.1, 64, 0, {"flip": False}
+    )
+    assert val_ds is None  # no validation split was carved
     batches = [y.numpy() for _, y in train_ds.take(1).repeat(2)]
     for y in batches:
         np.testing.assert_allclose(y.sum(-1), 1.0, atol=1e-5)
@@ -293,6 +331,17 @@ def test_non_finite_gradient_step_is_skipped() -> None:
             ["--loss", "cc", "--out", "x", "--dataset", "digits", "--data-dir", "."],
             "--data-dir applies to --dataset cifar10 only",
         ),
+        (["--loss", "xe", "--out", "x", "--logit-scale", "auto"], "smoothed targets"),
+        (["--loss", "cc", "--out", "x", "--logit-scale", "-1"], "number > 0"),
+        (
+            ["--loss", "cc-fallback", "--out", "x", "--logit-scale", "5"],
+            "but cc-fallback",
+        ),
+        (
+            ["--loss", "cc", "--out", "x", "--dataset", "mnist1d", "--rotation", "5"],
+            "apply to images, not mnist1d",
+        ),
+        (["--loss", "cc", "--out", "x", "--val-fraction", "1"], "--val-fraction"),
     ],
 )
 def test_bad_cli_input_is_a_clear_error(argv: list[str], message: str, capsys) -> None:
@@ -347,3 +396,125 @@ def test_cli_on_jax_backend_with_resume(tmp_path: Path) -> None:
     rows = _rows(out)
     assert [int(r["epoch"]) for r in rows] == [1, 2]
     assert all(math.isfinite(float(r["test_nll"])) for r in rows)
+
+
+# --------------------------------------------------------------------------
+# MNIST-1D data, calibration metrics, the authors' fallback baseline
+# --------------------------------------------------------------------------
+def test_mnist1d_is_generated_offline_and_deterministic(monkeypatch) -> None:
+    import socket
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("the MNIST-1D loader tried to open a connection")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    first = data.load_data("mnist1d")
+    second = data.load_mnist1d()
+    assert first.x_train.shape == (4000, 40, 1) and first.x_test.shape == (1000, 40, 1)
+    assert first.x_train.dtype == np.float32 and first.num_classes == 10
+    assert set(np.unique(first.y_train)) == set(range(10))
+    np.testing.assert_array_equal(first.x_train, second.x_train)
+    np.testing.assert_array_equal(first.y_test, second.y_test)
+    other = data.load_mnist1d(seed=7)
+    assert not np.array_equal(first.x_train, other.x_train)
+
+
+def test_validation_split_is_stratified_fixed_and_disjoint() -> None:
+    full = data.load_mnist1d()
+    a = data.split_validation(full, 0.1)
+    b = data.split_validation(full, 0.1)
+    assert len(a.x_val) == 400 and len(a.x_train) == 3600
+    np.testing.assert_array_equal(a.x_val, b.x_val)
+    assert np.array_equal(a.x_test, full.x_test)  # the test set is untouched
+    # Stratified: each class keeps its share of the training set (to +-1).
+    want = 0.1 * np.bincount(full.y_train, minlength=10)
+    assert np.all(np.abs(np.bincount(a.y_val, minlength=10) - want) <= 1)
+    train_rows = {row.tobytes() for row in a.x_train}
+    assert not any(row.tobytes() in train_rows for row in a.x_val)
+    with pytest.raises(ValueError, match="--val-fraction"):
+        data.split_validation(full, 0.0)
+    few = data.Data(
+        full.x_train[:40], full.y_train[:40], full.x_test, full.y_test, 10, "x"
+    )
+    with pytest.raises(ValueError, match="4 validation examples for 10 classes"):
+        data.split_validation(few, 0.1)
+
+
+def test_expected_calibration_error_by_hand() -> None:
+    from examples.label_smoothing import calibration
+
+    # Four predictions, K = 2. Confidences 0.9, 0.9, 0.6, 0.55; the first,
+    # third and fourth are right. Bins of width 1/15: 0.9 -> bin 13,
+    # 0.6 -> bin 8, 0.55 -> bin 8.
+    probs = np.array([[0.9, 0.1], [0.1, 0.9], [0.6, 0.4], [0.45, 0.55]])
+    labels = np.array([0, 0, 0, 1])
+    # bin 13: conf 0.9, acc 1/2 -> |0.5 - 0.9| = 0.4, weight 2/4
+    # bin 8: conf 0.575, acc 1 -> 0.425, weight 2/4
+    want = 0.5 * 0.4 + 0.5 * 0.425
+    got = calibration.expected_calibration_error(probs, labels)
+    assert got == pytest.approx(want, abs=1e-12)
+    confidence, accuracy, counts = calibration.reliability_bins(probs, labels)
+    assert counts.sum() == 4 and counts[13] == 2 and counts[8] == 2
+    assert accuracy[13] == pytest.approx(0.5) and confidence[8] == pytest.approx(0.575)
+    nll = calibration.negative_log_likelihood(probs, labels)
+    assert nll == pytest.approx(-np.mean(np.log([0.9, 0.1, 0.6, 0.55])))
+    with pytest.raises(ValueError, match="labels must lie"):
+        calibration.expected_calibration_error(probs, np.array([0, 0, 0, 2]))
+
+
+def test_fallback_uses_cc_only_where_the_closed_form_works() -> None:
+    import _cc_reference as ref
+    import keras
+
+    from examples.label_smoothing import model as model_lib
+
+    k = 4
+    z = np.array(
+        [
+            [0.0, 3.0, -2.0, 1.5],  # well separated: eq. 6 is fine
+            [0.0, 0.0, 0.0, 0.0],  # ties: eq. 6 divides by zero
+            [1.0, 1.0 + 1e-4, 1.0 - 1e-4, 1.0 + 2e-4],  # near ties: cancels
+        ],
+        dtype=np.float32,
+    )
+    y = ref.smooth(np.eye(k)[[1, 0, 3]], 0.1).astype(np.float32)
+    usable = keras.ops.convert_to_numpy(model_lib.closed_form_usable(z))
+    assert usable.tolist() == [True, False, False]
+    got = keras.ops.convert_to_numpy(model_lib.fallback_crossentropy(y, z))
+    want_cc = ref.nll_rows(y[:1], z[:1])
+    z64 = z.astype(np.float64)
+    log_softmax = z64 - np.log(np.exp(z64).sum(-1, keepdims=True))
+    want_ce = -(y * log_softmax).sum(-1)
+    np.testing.assert_allclose(got[0], want_cc[0], rtol=1e-5)
+    np.testing.assert_allclose(got[1:], want_ce[1:], rtol=1e-5)
+
+
+def test_learned_logit_scale_trains_and_round_trips(tmp_path: Path) -> None:
+    import keras
+
+    from examples.label_smoothing import model as model_lib
+
+    keras.utils.set_random_seed(0)
+    net = model_lib.build_model(
+        (40, 1),
+        10,
+        batch_norm=False,
+        dropout=False,
+        weight_decay=0.0,
+        learned_scale=5.0,
+    )
+    assert model_lib.logit_scale(net, 2.0) == pytest.approx(10.0)
+    x = np.random.default_rng(0).normal(size=(32, 40, 1)).astype(np.float32)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(net(x)),
+        5.0
+        * keras.ops.convert_to_numpy(
+            keras.Model(net.inputs, net.get_layer("logits").output)(x)
+        ),
+        rtol=1e-5,
+    )
+    path = tmp_path / "m.keras"
+    net.save(path)
+    restored = keras.saving.load_model(path)
+    assert model_lib.logit_scale(restored, 1.0) == pytest.approx(5.0)

@@ -17,4 +17,4 @@ Importing this package does not import Keras, so that the CLIs can choose the
 backend (``--backend``) before Keras is loaded.
 """
 
-LOSSES: tuple[str, ...] = ("xe", "ls", "cc", "rls", "rcc")
+LOSSES: tuple[str, ...] = ("xe", "ls", "cc", "rls", "rcc", "cc-fallback")

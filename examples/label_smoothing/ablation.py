@@ -1,23 +1,31 @@
-"""The paper's ablation grid: runs, summary table and plots.
+"""Ablation grids for the label-smoothing study: runs, summary and plots.
 
-Grid: weight decay x dropout x BatchNorm x loss x seeds. Each run is one call
-of ``examples.label_smoothing.train`` (a subprocess, so a crash or an
-interrupt costs at most that run's current epoch) in
-``OUT/<setting>/<loss>/seed<k>/``. Finished runs are skipped, interrupted ones
-resume from their last checkpoint. Then, from the CSVs on disk:
+Grid: learning rate x weight decay x dropout x BatchNorm x method x seeds. A
+method is a loss with an optional logit scale, ``LOSS[@SCALE][+learned]``:
+``cc`` (CC-LS), ``cc@auto`` (CC-LS with
+``keras_cc.losses.label_smoothing_logit_scale``), ``ls@22`` (label smoothing
+on logits times 22), ``cc@1+learned`` (a learned temperature starting at 1).
+Each run
+is one call of ``examples.label_smoothing.train`` (a subprocess, so a crash
+or an interrupt costs at most that run's current epoch) in
+``OUT/<setting>/<method>/seed<k>/``. Finished runs are skipped, interrupted
+ones resume from their last checkpoint. Then, from the CSVs on disk:
 
-- ``OUT/summary.md`` and ``OUT/summary.csv``: mean +- std over seeds of the
-  best test accuracy, per setting and loss;
+- ``OUT/summary.md`` and ``OUT/summary.csv``: per setting and method, mean
+  +- std over seeds of the test accuracy at the epoch of best *validation*
+  accuracy (the test set is never used to choose anything), the test accuracy
+  at the last epoch, and the calibration (NLL, ECE) at the selected epoch;
 - ``OUT/accuracy_curves.png``: test accuracy per epoch (mean, +-1 std band);
-- ``OUT/penultimate.png``: penultimate-layer activations of three classes
-  projected onto the plane through their class templates (the final Dense
-  columns), per loss, as in Mueller, Kornblith & Hinton (2019), Fig. 1.
+- ``OUT/reliability.png``: reliability diagrams at the selected epoch;
+- ``OUT/penultimate.png`` (images only): penultimate-layer activations of
+  three classes projected onto the plane through their class templates (the
+  final Dense columns), per method, as in Mueller, Kornblith & Hinton (2019).
 
 Example (the quick start; a few minutes on 2 CPU cores):
 
-    python -m examples.label_smoothing.ablation --dataset digits \
-        --weight-decay 0 --dropout off --batch-norm off --seeds 0 \
-        --epochs 15 --out runs/quickstart
+    python -m examples.label_smoothing.ablation --dataset mnist1d \
+        --methods xe ls cc cc@auto --weight-decay 0 --dropout off \
+        --batch-norm off --seeds 0 --epochs 40 --lr 1e-2 --out runs/quickstart
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ import argparse
 import csv
 import itertools
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -39,7 +48,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from examples.label_smoothing import LOSSES
+from examples.label_smoothing import LOSSES, train
 from examples.label_smoothing.data import DATASETS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -49,38 +58,91 @@ LOSS_LABELS: dict[str, str] = {
     "cc": "CC-LS",
     "rls": "RLS",
     "rcc": "RCC-LS",
-}
-LOSS_COLOURS: dict[str, str] = {
-    "xe": "tab:blue",
-    "ls": "tab:orange",
-    "cc": "tab:green",
-    "rls": "tab:red",
-    "rcc": "tab:purple",
+    "cc-fallback": "CC-fallback",
 }
 _ON_OFF = {"on": True, "off": False}
 
 
 @dataclass(frozen=True)
-class Setting:
-    """One regularisation setting of the grid."""
+class Method:
+    """A loss, the logit scale its loss sees, and whether that scale learns."""
 
+    loss: str
+    logit_scale: str = "1"
+    learned: bool = False
+
+    @classmethod
+    def parse(cls, text: str) -> Method:
+        """Parse ``LOSS[@SCALE][+learned]``: ``cc``, ``cc@auto``, ``cc@1+learned``."""
+        learned = text.endswith("+learned")
+        loss, _, scale = text.removesuffix("+learned").partition("@")
+        if loss not in LOSSES:
+            raise ValueError(
+                f"method {text!r}: unknown loss {loss!r}; choose from "
+                + ", ".join(LOSSES)
+            )
+        if learned and not scale:
+            scale = "1"
+        if scale and scale != "auto":
+            try:
+                ok = float(scale) > 0
+            except ValueError:
+                ok = False
+            if not ok:
+                raise ValueError(
+                    f"method {text!r}: the scale after '@' must be 'auto' or > 0"
+                )
+        return cls(loss, scale or "1", learned)
+
+    @property
+    def name(self) -> str:
+        """The method as written on the command line (also its directory)."""
+        scale = "" if self.logit_scale == "1" and not self.learned else self.logit_scale
+        suffix = "+learned" if self.learned else ""
+        return self.loss + (f"@{scale}" if scale else "") + suffix
+
+    @property
+    def label(self) -> str:
+        label = LOSS_LABELS[self.loss]
+        if self.learned:
+            return f"{label}, learned scale (init {self.logit_scale})"
+        if self.logit_scale != "1":
+            return f"{label} ×{self.logit_scale}"
+        return label
+
+    def flags(self) -> list[str]:
+        flags = ["--loss", self.loss, "--logit-scale", self.logit_scale]
+        return flags + (["--learn-logit-scale"] if self.learned else [])
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One optimisation/regularisation setting of the grid."""
+
+    lr: float
     weight_decay: float
     dropout: bool
     batch_norm: bool
 
     @property
     def name(self) -> str:
-        return f"wd{self.weight_decay:g}_do{int(self.dropout)}_bn{int(self.batch_norm)}"
+        return (
+            f"lr{self.lr:g}_wd{self.weight_decay:g}"
+            f"_do{int(self.dropout)}_bn{int(self.batch_norm)}"
+        )
 
     @property
     def label(self) -> str:
         return (
-            f"wd {self.weight_decay:g}, dropout {'on' if self.dropout else 'off'}, "
+            f"lr {self.lr:g}, wd {self.weight_decay:g}, "
+            f"dropout {'on' if self.dropout else 'off'}, "
             f"BN {'on' if self.batch_norm else 'off'}"
         )
 
     def flags(self) -> list[str]:
         return [
+            "--lr",
+            repr(self.lr),
             "--weight-decay",
             repr(self.weight_decay),
             "--dropout" if self.dropout else "--no-dropout",
@@ -91,11 +153,11 @@ class Setting:
 @dataclass(frozen=True)
 class Run:
     setting: Setting
-    loss: str
+    method: Method
     seed: int
 
     def directory(self, out: Path) -> Path:
-        return out / self.setting.name / self.loss / f"seed{self.seed}"
+        return out / self.setting.name / self.method.name / f"seed{self.seed}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -117,7 +179,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="passed to every run ('paper': 500 epochs, alpha 0.1, batch 128); "
         "explicit --epochs etc. still override it",
     )
-    p.add_argument("--losses", nargs="+", choices=LOSSES, default=["xe", "ls", "cc"])
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        default=["xe", "ls", "cc"],
+        metavar="METHOD",
+        help="LOSS[@SCALE][+learned], LOSS in " + ", ".join(LOSSES) + "; e.g. "
+        "cc@auto (CC-LS with the label-smoothing logit scale), ls@22, "
+        "cc@1+learned (a learned temperature)",
+    )
+    p.add_argument(
+        "--lr", nargs="+", type=float, default=[1e-3], help="Adam learning rates"
+    )
     p.add_argument(
         "--weight-decay", nargs="+", type=float, default=[0.0, 1e-4], metavar="WD"
     )
@@ -180,6 +253,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.train_args and args.train_args[0] == "--":
         args.train_args = args.train_args[1:]
+    try:
+        args.methods = list(dict.fromkeys(Method.parse(m) for m in args.methods))
+    except ValueError as err:
+        parser.error(str(err))
+    if any(lr <= 0 for lr in args.lr):
+        parser.error("--lr values must be > 0")
     if args.jobs < 1:
         parser.error(f"--jobs must be >= 1; got {args.jobs}")
     if args.in_process and args.jobs != 1:
@@ -206,8 +285,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def grid_settings(args: argparse.Namespace) -> list[Setting]:
     # dict.fromkeys: drop repeated values but keep the user's order.
     return [
-        Setting(wd, _ON_OFF[do], _ON_OFF[bn])
-        for wd, do, bn in itertools.product(
+        Setting(lr, wd, _ON_OFF[do], _ON_OFF[bn])
+        for lr, wd, do, bn in itertools.product(
+            dict.fromkeys(args.lr),
             dict.fromkeys(args.weight_decay),
             dict.fromkeys(args.dropout),
             dict.fromkeys(args.batch_norm),
@@ -219,10 +299,10 @@ def grid_runs(args: argparse.Namespace) -> list[Run]:
     # Seeds outermost: an ablation stopped early still has every cell of the
     # table filled for its first seeds.
     return [
-        Run(s, loss, seed)
+        Run(s, method, seed)
         for seed in dict.fromkeys(args.seeds)
         for s in grid_settings(args)
-        for loss in dict.fromkeys(args.losses)
+        for method in args.methods
     ]
 
 
@@ -243,8 +323,7 @@ def train_command(args: argparse.Namespace, run: Run, out: Path) -> list[str]:
         str(run.directory(out)),
         "--dataset",
         args.dataset,
-        "--loss",
-        run.loss,
+        *run.method.flags(),
         "--seed",
         str(run.seed),
         "--verbose",
@@ -293,11 +372,10 @@ def run_grid(args: argparse.Namespace, out: Path) -> list[Run]:
         t0 = time.perf_counter()
         if args.jobs == 1:
             print(
-                f"\n=== {run.setting.name} / {run.loss} / seed {run.seed}", flush=True
+                f"\n=== {run.setting.name} / {run.method.name} / seed {run.seed}",
+                flush=True,
             )
         if args.in_process:
-            from examples.label_smoothing import train
-
             try:
                 rc = train.main(cmd[3:])  # the flags after "python -m module"
             except Exception as err:  # report and go on, like a failed subprocess
@@ -314,15 +392,26 @@ def run_grid(args: argparse.Namespace, out: Path) -> list[Run]:
                 )
         with lock:
             i = next(counter)
-            best = best_accuracy(run_dir / "metrics.csv")
-            status = "ok" if rc == 0 else f"FAILED (exit {rc}; see {run_dir}/log.txt)"
-            if rc != 0:
+            if rc == train.BUSY:
+                status = "skipped (another runner is training it)"
+            elif rc == 0:
+                status = "ok"
+            else:
+                status = f"FAILED (exit {rc}; see {run_dir}/log.txt)"
                 failed.append(run)
+            selected = select_epoch(read_metrics(run_dir / "metrics.csv"))
+            result = (
+                f"selected epoch {int(selected['epoch'])}, val acc "
+                f"{selected['val_accuracy']:.4f}, test acc "
+                f"{selected['test_accuracy']:.4f}"
+                if selected
+                else "no epoch finished"
+            )
             elapsed = time.perf_counter() - t_start
             print(
-                f"[{i}/{len(todo)}] {run.setting.name} {run.loss} seed{run.seed}: "
-                f"{status}, best test acc {best:.4f}, {time.perf_counter() - t0:.0f} s "
-                f"(total {elapsed / 60:.1f} min)",
+                f"[{i}/{len(todo)}] {run.setting.name} {run.method.name} "
+                f"seed{run.seed}: {status}, {result}, "
+                f"{time.perf_counter() - t0:.0f} s (total {elapsed / 60:.1f} min)",
                 flush=True,
             )
 
@@ -339,104 +428,146 @@ def read_metrics(path: Path) -> list[dict[str, float]]:
     if not path.exists():
         return []
     with path.open(newline="") as f:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        return [
+            {k: float(v) if v not in ("", None) else float("nan") for k, v in r.items()}
+            for r in csv.DictReader(f)
+        ]
 
 
-def best_accuracy(path: Path) -> float:
-    rows = read_metrics(path)
-    return max((r["test_accuracy"] for r in rows), default=float("nan"))
+def select_epoch(rows: list[dict[str, float]]) -> dict[str, float] | None:
+    """The epoch of best validation accuracy (the earliest, on ties).
+
+    Model selection looks at the validation split only; the returned row
+    carries the test numbers of that epoch.
+    """
+    if not rows:
+        return None
+    return max(rows, key=lambda r: (r["val_accuracy"], -r["epoch"]))
+
+
+# The per-run numbers the summary reports, from the selected epoch's row
+# (and "last_test_accuracy" from the last epoch's).
+SUMMARY_FIELDS: tuple[str, ...] = (
+    "test_accuracy",
+    "last_test_accuracy",
+    "val_accuracy",
+    "epoch",
+    "test_nll",
+    "test_ece",
+    "test_ccmean_nll",
+    "test_ccmean_ece",
+)
 
 
 @dataclass
 class Cell:
-    """Best test accuracies of one (setting, loss) over its finished seeds."""
+    """The selected-epoch numbers of one (setting, method) over its seeds."""
 
     setting: Setting
-    loss: str
-    best: list[float]
+    method: Method
+    runs: list[dict[str, float]]
 
-    @property
-    def mean(self) -> float:
-        return statistics.fmean(self.best) if self.best else float("nan")
+    def values(self, field: str) -> list[float]:
+        return [r[field] for r in self.runs]
 
-    @property
-    def std(self) -> float:
-        # Sample std (ddof=1) over seeds; 0 with a single seed.
-        return statistics.stdev(self.best) if len(self.best) > 1 else 0.0
+    def mean(self, field: str) -> float:
+        values = self.values(field)
+        if not values or not all(math.isfinite(v) for v in values):
+            return float("nan")
+        return statistics.fmean(values)
+
+    def std(self, field: str) -> float | None:
+        """Sample std (ddof=1) over seeds; None for fewer than two seeds."""
+        values = self.values(field)
+        if len(values) < 2:
+            return None
+        if not all(math.isfinite(v) for v in values):
+            return float("nan")
+        return statistics.stdev(values)
+
+    def text(self, field: str, scale: float = 100.0, digits: int = 1) -> str:
+        """``mean ± std (n=...)``; a single seed shows no ± at all."""
+        if not self.runs:
+            return "–"
+        mean, std = scale * self.mean(field), self.std(field)
+        if std is None:
+            return f"{mean:.{digits}f} (n=1)"
+        return f"{mean:.{digits}f} ± {scale * std:.{digits}f} (n={len(self.runs)})"
 
 
 def collect(args: argparse.Namespace, out: Path) -> list[Cell]:
     cells = []
     for setting in grid_settings(args):
-        for loss in dict.fromkeys(args.losses):
-            best = []
+        for method in args.methods:
+            runs = []
             for seed in dict.fromkeys(args.seeds):
-                run_dir = Run(setting, loss, seed).directory(out)
+                run_dir = Run(setting, method, seed).directory(out)
                 # Only finished runs count: a half-trained seed would bias
                 # the mean down.
-                if _is_finished(run_dir, args.epochs):
-                    best.append(best_accuracy(run_dir / "metrics.csv"))
-            cells.append(Cell(setting, loss, best))
+                if not _is_finished(run_dir, args.epochs):
+                    continue
+                rows = read_metrics(run_dir / "metrics.csv")
+                selected = dict(select_epoch(rows))
+                selected["last_test_accuracy"] = rows[-1]["test_accuracy"]
+                runs.append(selected)
+            cells.append(Cell(setting, method, runs))
     return cells
 
 
-def summary_markdown(cells: list[Cell], losses: list[str]) -> str:
-    """Settings as rows, losses as columns; best test accuracy in %."""
-    losses = list(dict.fromkeys(losses))
-    header = "| setting | " + " | ".join(LOSS_LABELS[x] for x in losses) + " |"
-    lines = [header, "|" + "---|" * (len(losses) + 1)]
-    by_setting: dict[Setting, dict[str, Cell]] = {}
-    for cell in cells:
-        by_setting.setdefault(cell.setting, {})[cell.loss] = cell
-    for setting, row in by_setting.items():
-        means = {x: row[x].mean for x in losses if row[x].best}
-        top = max(means.values(), default=None)
-        entries = []
-        for x in losses:
-            c = row[x]
-            if not c.best:
-                entries.append("–")
-                continue
-            text = f"{100 * c.mean:.2f} ± {100 * c.std:.2f} (n={len(c.best)})"
-            # Bold the best mean of the row, as a reading aid.
-            entries.append(f"**{text}**" if c.mean == top else text)
-        lines.append(f"| {setting.label} | " + " | ".join(entries) + " |")
+def summary_markdown(cells: list[Cell]) -> str:
+    """One row per (setting, method): accuracy and calibration, in %."""
+    lines = [
+        "| setting | method | test acc. (selected epoch) | test acc. (last epoch) "
+        "| selected epoch | NLL | ECE | NLL, CC mean | ECE, CC mean |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for c in cells:
+        has_cc_mean = c.runs and math.isfinite(c.mean("test_ccmean_ece"))
+        lines.append(
+            f"| {c.setting.label} | {c.method.label} | {c.text('test_accuracy')} "
+            f"| {c.text('last_test_accuracy')} "
+            f"| {c.text('epoch', scale=1.0, digits=0)} "
+            f"| {c.text('test_nll', scale=1.0, digits=3)} | {c.text('test_ece')} "
+            + (
+                f"| {c.text('test_ccmean_nll', scale=1.0, digits=3)} "
+                f"| {c.text('test_ccmean_ece')} |"
+                if has_cc_mean
+                else "| – | – |"
+            )
+        )
     return "\n".join(lines) + "\n"
 
 
-def write_summary(cells: list[Cell], losses: list[str], out: Path) -> str:
-    table = summary_markdown(cells, losses)
+def write_summary(cells: list[Cell], out: Path) -> str:
+    table = summary_markdown(cells)
     (out / "summary.md").write_text(
-        "Best test accuracy (%) over epochs: mean ± sample std over seeds "
-        "(n = finished seeds).\n\n" + table
+        "Per run, the epoch of best validation accuracy is selected; the table "
+        "gives the test numbers at that epoch (and the test accuracy at the "
+        "last epoch): mean ± sample std over seeds (n = finished seeds). "
+        "Accuracy and ECE (15 bins) in %, NLL of the true label in nats; "
+        "probabilities are softmax(s·z) (s the loss's logit scale) and, for "
+        "the CC losses, also the CC mean.\n\n" + table
     )
     with (out / "summary.csv").open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(
-            [
-                "setting",
-                "weight_decay",
-                "dropout",
-                "batch_norm",
-                "loss",
-                "n",
-                "mean_best_test_accuracy",
-                "std_best_test_accuracy",
-                "best_test_accuracy_per_seed",
-            ]
-        )
+        header = ["setting", "lr", "weight_decay", "dropout", "batch_norm", "method"]
+        header += ["n", *(f"mean_{x}" for x in SUMMARY_FIELDS)]
+        header += [*(f"std_{x}" for x in SUMMARY_FIELDS), "test_accuracy_per_seed"]
+        writer.writerow(header)
         for c in cells:
+            stds = [c.std(x) for x in SUMMARY_FIELDS]
             writer.writerow(
                 [
                     c.setting.name,
+                    c.setting.lr,
                     c.setting.weight_decay,
                     int(c.setting.dropout),
                     int(c.setting.batch_norm),
-                    c.loss,
-                    len(c.best),
-                    f"{c.mean:.6f}",
-                    f"{c.std:.6f}",
-                    " ".join(f"{b:.6f}" for b in c.best),
+                    c.method.name,
+                    len(c.runs),
+                    *(f"{c.mean(x):.6f}" for x in SUMMARY_FIELDS),
+                    *("" if v is None else f"{v:.6f}" for v in stds),
+                    " ".join(f"{v:.6f}" for v in c.values("test_accuracy")),
                 ]
             )
     return table
@@ -464,12 +595,13 @@ def plot_curves(args: argparse.Namespace, out: Path) -> Path:
     )
     lows = []
     for ax, setting in zip(axes.flat, settings, strict=False):
-        for loss in dict.fromkeys(args.losses):
+        for index, method in enumerate(args.methods):
+            colour = f"C{index % 10}"
             curves = [
                 [
                     r["test_accuracy"]
                     for r in read_metrics(
-                        Run(setting, loss, s).directory(out) / "metrics.csv"
+                        Run(setting, method, s).directory(out) / "metrics.csv"
                     )
                 ]
                 for s in dict.fromkeys(args.seeds)
@@ -481,12 +613,8 @@ def plot_curves(args: argparse.Namespace, out: Path) -> Path:
             acc = 100 * np.array([c[:length] for c in curves])
             mean, std = acc.mean(0), acc.std(0)
             epochs = np.arange(1, length + 1)
-            ax.plot(
-                epochs, mean, color=LOSS_COLOURS[loss], label=LOSS_LABELS[loss], lw=1.5
-            )
-            ax.fill_between(
-                epochs, mean - std, mean + std, color=LOSS_COLOURS[loss], alpha=0.2
-            )
+            ax.plot(epochs, mean, color=colour, label=method.label, lw=1.5)
+            ax.fill_between(epochs, mean - std, mean + std, color=colour, alpha=0.2)
             # Ignore the first fifth of training when choosing the y range,
             # so the (interesting) end of the curves is not squashed.
             lows.append(np.min(mean[length // 5 :]))
@@ -509,12 +637,13 @@ def plot_curves(args: argparse.Namespace, out: Path) -> Path:
     )
     # The legend goes under the panels, where it cannot cover a curve or
     # the title.
-    fig.tight_layout(rect=(0, 0.07 / nrows, 1, 1))
+    legend_rows = -(-len(labels) // 4)
+    fig.tight_layout(rect=(0, 0.06 * legend_rows / nrows, 1, 1))
     fig.legend(
         handles,
         labels,
         loc="lower center",
-        ncol=len(labels),
+        ncol=min(len(labels), 4),
         frameon=False,
         bbox_to_anchor=(0.5, 0.0),
     )
@@ -553,9 +682,10 @@ def plot_penultimate(args: argparse.Namespace, out: Path) -> Path | None:
     )
     seed = args.seeds[0]
     losses = [
-        x
-        for x in dict.fromkeys(args.losses)
-        if _is_finished(Run(setting, x, seed).directory(out), args.epochs)
+        m
+        for m in args.methods
+        if not m.learned
+        and _is_finished(Run(setting, m, seed).directory(out), args.epochs)
     ]
     if not losses:
         print(f"penultimate picture: no finished runs for {setting.name} seed {seed}.")
@@ -564,8 +694,11 @@ def plot_penultimate(args: argparse.Namespace, out: Path) -> Path | None:
         (Run(setting, losses[0], seed).directory(out) / "config.json").read_text()
     )
     data = data_lib.standardise(
-        data_lib.load_data(
-            config["dataset"], config.get("data_dir"), config["digits_size"]
+        data_lib.split_validation(
+            data_lib.load_data(
+                config["dataset"], config.get("data_dir"), config["digits_size"]
+            ),
+            config["val_fraction"],
         )
     )
     classes = list(args.picture_classes)
@@ -579,7 +712,7 @@ def plot_penultimate(args: argparse.Namespace, out: Path) -> Path | None:
     for col, loss in enumerate(losses):
         run_dir = Run(setting, loss, seed).directory(out)
         state = json.loads((run_dir / "state.json").read_text())
-        model = model_lib.build_cnn(
+        model = model_lib.build_model(
             data.input_shape,
             data.num_classes,
             batch_norm=setting.batch_norm,
@@ -613,7 +746,7 @@ def plot_penultimate(args: argparse.Namespace, out: Path) -> Path | None:
                 ax.scatter(
                     xy[:, 0], xy[:, 1], s=6, alpha=0.6, color=colour, label=f"class {k}"
                 )
-            ax.set_title(f"{LOSS_LABELS[loss]} ({split})", fontsize=10)
+            ax.set_title(f"{loss.label} ({split})", fontsize=10)
             ax.set_xticks([])
             ax.set_yticks([])
     axes[0, 0].legend(loc="best", fontsize=8, markerscale=2)
@@ -629,6 +762,79 @@ def plot_penultimate(args: argparse.Namespace, out: Path) -> Path | None:
     return path
 
 
+def plot_reliability(args: argparse.Namespace, out: Path) -> Path | None:
+    """Reliability diagrams at the selected epoch, one panel per method.
+
+    Accuracy against confidence in 15 equal bins, pooled over the seeds of the
+    first setting; softmax(s z) in solid lines, the CC mean (CC losses) dashed.
+    The diagonal is perfect calibration: below it is over-confident.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from examples.label_smoothing import calibration
+
+    setting = grid_settings(args)[0]
+    panels = []
+    for method in args.methods:
+        pooled: dict[str, list[np.ndarray]] = {"probs": [], "ccmean": [], "labels": []}
+        for seed in dict.fromkeys(args.seeds):
+            path = Run(setting, method, seed).directory(out) / "selected_test.npz"
+            if path.exists():
+                with np.load(path) as saved:
+                    for key in pooled:
+                        if key in saved:
+                            pooled[key].append(saved[key])
+        if pooled["labels"]:
+            panels.append(
+                (method, {k: np.concatenate(v) for k, v in pooled.items() if v})
+            )
+    if not panels:
+        return None
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(3.0 * len(panels), 3.3), squeeze=False, sharey=True
+    )
+    for ax, (method, saved) in zip(axes[0], panels, strict=True):
+        ax.plot([0, 1], [0, 1], color="grey", lw=0.8)
+        for key, style in (("probs", "-"), ("ccmean", "--")):
+            if key not in saved:
+                continue
+            conf, acc, counts = calibration.reliability_bins(
+                saved[key], saved["labels"]
+            )
+            used = counts > 0
+            ece = calibration.expected_calibration_error(saved[key], saved["labels"])
+            name = "softmax" if key == "probs" else "CC mean"
+            ax.plot(
+                conf[used],
+                acc[used],
+                style,
+                marker="o",
+                ms=3,
+                label=f"{name} (ECE {100 * ece:.1f}%)",
+            )
+        ax.set_title(method.label, fontsize=9)
+        ax.set_xlabel("confidence")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.legend(fontsize=7, loc="upper left")
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel("accuracy")
+    fig.suptitle(
+        f"{args.dataset}, {setting.label}: reliability at the selected epoch "
+        "(test set, seeds pooled)",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    path = out / "reliability.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     out = Path(args.out)
@@ -637,19 +843,25 @@ def main(argv: list[str] | None = None) -> int:
     if not args.summary_only:
         failed = run_grid(args, out)
     cells = collect(args, out)
-    table = write_summary(cells, args.losses, out)
-    print(f"\nBest test accuracy (%), mean ± std over seeds ({args.dataset}):\n")
+    table = write_summary(cells, out)
+    print(
+        f"\n{args.dataset}: test accuracy (%) at the epoch of best validation "
+        "accuracy, mean ± std over seeds; NLL and ECE at that epoch:\n"
+    )
     print(table)
     print(f"written: {out / 'summary.md'}, {out / 'summary.csv'}")
     if not args.no_plots:
         print(f"written: {plot_curves(args, out)}")
-        picture = plot_penultimate(args, out)
-        if picture:
-            print(f"written: {picture}")
+        for plot in (plot_reliability, plot_penultimate):
+            picture = plot(args, out)
+            if picture:
+                print(f"written: {picture}")
     if failed:
         print(
             f"{len(failed)} run(s) failed: "
-            + ", ".join(f"{r.setting.name}/{r.loss}/seed{r.seed}" for r in failed),
+            + ", ".join(
+                f"{r.setting.name}/{r.method.name}/seed{r.seed}" for r in failed
+            ),
             file=sys.stderr,
         )
         return 1

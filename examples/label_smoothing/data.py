@@ -12,7 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-DATASETS: tuple[str, ...] = ("cifar10", "digits")
+DATASETS: tuple[str, ...] = ("cifar10", "digits", "mnist1d")
+# MNIST-1D is generated, never downloaded: this seed fixes the dataset (the
+# package's own default), whatever the training seed.
+MNIST1D_SEED = 42
 
 # One CIFAR binary record: 1 label byte, then a 32x32 image as 1024 red, 1024
 # green and 1024 blue bytes, rows in order (https://www.cs.toronto.edu/~kriz/cifar.html).
@@ -21,7 +24,8 @@ _CIFAR_RECORD = 1 + 3 * 32 * 32
 
 @dataclass
 class Data:
-    """A train/test split; images float32 NHWC, labels int64 in [0, K)."""
+    """Train/(validation)/test splits; inputs float32 channels-last (NHWC
+    images, or (N, length, 1) signals), labels int64 in [0, K)."""
 
     x_train: np.ndarray
     y_train: np.ndarray
@@ -29,10 +33,12 @@ class Data:
     y_test: np.ndarray
     num_classes: int
     name: str
+    x_val: np.ndarray | None = None
+    y_val: np.ndarray | None = None
 
     @property
-    def input_shape(self) -> tuple[int, int, int]:
-        return tuple(self.x_train.shape[1:])  # type: ignore[return-value]
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
 
 
 def read_cifar_binary_file(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
@@ -151,36 +157,110 @@ def _bilinear_resize(images: np.ndarray, size: int) -> np.ndarray:
     return rows[:, :, c0] * (1 - fc) + rows[:, :, c1] * fc
 
 
+def load_mnist1d(seed: int = MNIST1D_SEED) -> Data:
+    """MNIST-1D (Greydanus & Kobak, 2024), generated locally by ``mnist1d``.
+
+    ``mnist1d.data.make_dataset`` with the package's default arguments builds
+    the standard 4 000 / 1 000 split of 40-sample signals in 10 classes from
+    ten templates, procedurally: nothing is downloaded (its download helpers
+    are never called). The generator reseeds NumPy's global RNG, so the
+    caller seeds its own randomness afterwards.
+    """
+    try:
+        from mnist1d.data import get_dataset_args, make_dataset
+    except ImportError as err:
+        raise ImportError(
+            "--dataset mnist1d needs the `mnist1d` package: "
+            'pip install -e ".[examples]"'
+        ) from err
+    args = get_dataset_args()
+    args.seed = seed
+    raw = make_dataset(args)
+    return Data(
+        raw["x"].astype(np.float32)[..., None],
+        np.asarray(raw["y"], dtype=np.int64),
+        raw["x_test"].astype(np.float32)[..., None],
+        np.asarray(raw["y_test"], dtype=np.int64),
+        10,
+        "mnist1d",
+    )
+
+
 def load_data(name: str, data_dir: str | None = None, digits_size: int = 16) -> Data:
     """Dispatch on the dataset name; ``data_dir`` picks the CIFAR binary loader."""
+    if data_dir and name != "cifar10":
+        raise ValueError("--data-dir applies to cifar10 only.")
     if name == "cifar10":
         return load_cifar_binary_dir(data_dir) if data_dir else load_cifar10_keras()
     if name == "digits":
-        if data_dir:
-            raise ValueError("--data-dir applies to cifar10 only.")
         return load_digits(size=digits_size)
+    if name == "mnist1d":
+        return load_mnist1d()
     raise ValueError(f"Unknown dataset {name!r}; choose from {', '.join(DATASETS)}.")
+
+
+def split_validation(data: Data, fraction: float, split_seed: int = 0) -> Data:
+    """Carve a stratified validation set out of the training set.
+
+    The split depends on ``split_seed`` only, so every run of a study (any
+    loss, any training seed) selects its epoch on the same examples, and the
+    test set is never looked at for any choice.
+    """
+    from sklearn.model_selection import train_test_split
+
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"--val-fraction must be in (0, 1); got {fraction}.")
+    n_val = int(np.ceil(fraction * len(data.y_train)))
+    if n_val < data.num_classes or len(data.y_train) - n_val < data.num_classes:
+        raise ValueError(
+            f"--val-fraction {fraction} of {len(data.y_train)} training examples "
+            f"leaves {n_val} validation examples for {data.num_classes} classes "
+            "(a stratified split needs at least one per class on each side); "
+            "use more data or another --val-fraction."
+        )
+    x_train, x_val, y_train, y_val = train_test_split(
+        data.x_train,
+        data.y_train,
+        test_size=fraction,
+        random_state=split_seed,
+        stratify=data.y_train,
+    )
+    return Data(
+        x_train,
+        y_train,
+        data.x_test,
+        data.y_test,
+        data.num_classes,
+        data.name,
+        x_val,
+        y_val,
+    )
 
 
 def standardise(data: Data) -> Data:
     """Scale by the training set's global mean and std (one scalar each).
 
-    Global, not per-channel, as in the paper; the test set uses the training
-    statistics so nothing about it leaks into the inputs.
+    Global, not per-channel, as in the paper; the validation and test sets use
+    the training statistics so nothing about them leaks into the inputs.
     """
     x_train = data.x_train.astype(np.float32)
     mean = float(x_train.mean())
     std = float(x_train.std())
     if not std > 0:
         raise ValueError("Training images are constant; cannot standardise.")
-    x_test = data.x_test.astype(np.float32)
+
+    def scale(x: np.ndarray | None) -> np.ndarray | None:
+        return None if x is None else (x.astype(np.float32) - mean) / std
+
     return Data(
-        (x_train - mean) / std,
+        scale(x_train),
         data.y_train,
-        (x_test - mean) / std,
+        scale(data.x_test),
         data.y_test,
         data.num_classes,
         data.name,
+        scale(data.x_val),
+        data.y_val,
     )
 
 
@@ -198,16 +278,17 @@ def make_datasets(
     seed: int,
     augment: dict[str, float | bool],
 ):
-    """tf.data pipelines: (train, test), targets already transformed per loss.
+    """tf.data pipelines ``(train, validation, test)``, targets per loss.
 
-    Targets are built in the input pipeline rather than inside the loss, so
-    the loss objects stay plain Keras/keras_cc losses and the random draws of
-    RLS/RCC need no random state inside the (backend-specific) train step:
-    - xe: one-hot for train and test;
-    - ls, cc: y_LS for train and test;
-    - rls, rcc: train targets (1 - alpha) * onehot + alpha * u, u ~ Dirichlet(1)
-      drawn fresh for every example of every batch; the test loss is measured
-      on y_LS, the expected value of those targets.
+    ``validation`` is None when ``data`` has no validation split. Targets are
+    built in the input pipeline rather than inside the loss, so the loss
+    objects stay plain Keras/keras_cc losses and the random draws of RLS/RCC
+    need no random state inside the (backend-specific) train step:
+    - xe: one-hot everywhere;
+    - every other loss: y_LS on the validation and test sets, and on the
+      training set except for rls, rcc, whose training targets are
+      (1 - alpha) * onehot + alpha * u, u ~ Dirichlet(1), drawn fresh for
+      every example of every batch (y_LS is their expected value).
     Augmentation uses Keras preprocessing layers inside tf.data (they run on
     TensorFlow there whatever the Keras backend) on the training batches only.
     """
@@ -215,15 +296,18 @@ def make_datasets(
     import tensorflow as tf
 
     k = data.num_classes
-    if loss == "xe":
-        y_train = np.eye(k, dtype=np.float32)[data.y_train]
-        y_test = np.eye(k, dtype=np.float32)[data.y_test]
-    else:
-        y_train = smoothed_targets(data.y_train, k, alpha)
-        y_test = smoothed_targets(data.y_test, k, alpha)
-    if loss in ("rls", "rcc"):
-        # Start from one-hot; the map below adds the random smoothing mass.
-        y_train = np.eye(k, dtype=np.float32)[data.y_train]
+
+    def targets(labels: np.ndarray) -> np.ndarray:
+        if loss == "xe":
+            return np.eye(k, dtype=np.float32)[labels]
+        return smoothed_targets(labels, k, alpha)
+
+    # rls/rcc start from one-hot; the map below adds the random smoothing mass.
+    y_train = (
+        np.eye(k, dtype=np.float32)[data.y_train]
+        if loss in ("rls", "rcc")
+        else targets(data.y_train)
+    )
 
     layers = []
     if augment.get("rotation", 0.0):
@@ -249,10 +333,22 @@ def make_datasets(
 
     train = tf.data.Dataset.from_tensor_slices((data.x_train, y_train))
     train = train.shuffle(len(data.x_train), seed=seed, reshuffle_each_iteration=True)
-    train = train.batch(batch_size)
+    # Full batches only: a smaller last batch would be a second input shape,
+    # and compile the train step (XLA, jax.jit) a second time. The shuffle
+    # differs every epoch, so every example is still seen.
+    train = train.batch(batch_size, drop_remainder=True)
     if layers or loss in ("rls", "rcc"):
         train = train.map(transform, num_parallel_calls=tf.data.AUTOTUNE)
     train = train.prefetch(tf.data.AUTOTUNE)
-    test = tf.data.Dataset.from_tensor_slices((data.x_test, y_test))
-    test = test.batch(max(batch_size, 256)).prefetch(tf.data.AUTOTUNE)
-    return train, test
+
+    def evaluation(x: np.ndarray | None, labels: np.ndarray | None):
+        if x is None:
+            return None
+        ds = tf.data.Dataset.from_tensor_slices((x, targets(labels)))
+        return ds.batch(max(batch_size, 256)).prefetch(tf.data.AUTOTUNE)
+
+    return (
+        train,
+        evaluation(data.x_val, data.y_val),
+        evaluation(data.x_test, data.y_test),
+    )

@@ -1,12 +1,21 @@
-"""The paper's CNN, the five losses, and a step-skipping optimizer wrapper.
+"""The networks, the losses, and a step-skipping optimizer wrapper.
+
+Networks: the paper's CIFAR-10 CNN (images) and the MNIST-1D CNN baseline
+(signals). Losses: xe, ls, rls (cross-entropy), cc, rcc (the CC likelihood of
+the same targets, ``keras_cc``) and cc-fallback (the original authors' scheme:
+CC where their closed form works, cross-entropy elsewhere).
 
 Import this module only after the Keras backend has been chosen.
 """
 
 from __future__ import annotations
 
+import math
+
 import keras
 from keras import layers, ops
+
+import keras_cc
 
 # Dropout rates of the three blocks, as in the paper.
 DROPOUT_RATES: tuple[float, float, float] = (0.2, 0.3, 0.4)
@@ -49,22 +58,197 @@ def build_cnn(
     return keras.Model(inputs, logits, name="paper_cnn")
 
 
-def make_loss(loss: str) -> keras.losses.Loss:
+# MNIST-1D CNN baseline (Greydanus & Kobak): three ReLU convolutions of 25
+# channels, kernel 5 then 3, stride 2, padding 1, then a linear layer.
+MNIST1D_CHANNELS = 25
+MNIST1D_KERNELS: tuple[int, int, int] = (5, 3, 3)
+
+
+def build_mnist1d_cnn(
+    input_shape: tuple[int, int],
+    num_classes: int,
+    batch_norm: bool,
+    dropout: bool,
+    weight_decay: float,
+) -> keras.Model:
+    """The MNIST-1D paper's CNN baseline (about 5 200 weights), logits out.
+
+    The ablation axes are added the paper's way: BatchNorm after every ReLU,
+    dropout (0.2/0.3/0.4) after the three convolutions, L2 on the final Dense
+    kernel only.
+    """
+    inputs = keras.Input(shape=input_shape, name="signal")
+    x = inputs
+    for block, (kernel, rate) in enumerate(
+        zip(MNIST1D_KERNELS, DROPOUT_RATES, strict=True), start=1
+    ):
+        # PyTorch's Conv1d(padding=1): one zero on each side, then "valid".
+        x = layers.ZeroPadding1D(1, name=f"b{block}_pad")(x)
+        x = layers.Conv1D(
+            MNIST1D_CHANNELS,
+            kernel,
+            strides=2,
+            activation="relu",
+            name=f"b{block}_conv",
+        )(x)
+        if batch_norm:
+            x = layers.BatchNormalization(name=f"b{block}_bn")(x)
+        if dropout:
+            x = layers.Dropout(rate, name=f"b{block}_dropout")(x)
+    x = layers.Flatten(name=PENULTIMATE)(x)
+    regularizer = keras.regularizers.L2(weight_decay) if weight_decay > 0 else None
+    logits = layers.Dense(num_classes, kernel_regularizer=regularizer, name="logits")(x)
+    return keras.Model(inputs, logits, name="mnist1d_cnn")
+
+
+def build_model(
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    batch_norm: bool,
+    dropout: bool,
+    weight_decay: float,
+    learned_scale: float | None = None,
+) -> keras.Model:
+    """The CNN for the input's rank (signals: MNIST-1D; images: the paper's).
+
+    With ``learned_scale``, a trainable temperature initialised there
+    multiplies the logits (:class:`LearnedLogitScale`).
+    """
+    build = build_mnist1d_cnn if len(input_shape) == 2 else build_cnn
+    model = build(input_shape, num_classes, batch_norm, dropout, weight_decay)
+    if learned_scale is None:
+        return model
+    logits = LearnedLogitScale(learned_scale, name="learned_logit_scale")(model.output)
+    return keras.Model(model.inputs, logits, name=model.name)
+
+
+@keras.saving.register_keras_serializable(package="keras_cc_examples")
+class LearnedLogitScale(layers.Layer):
+    """Multiplies the logits by ``exp(t)``, ``t`` trainable (a temperature).
+
+    Parameterised by its logarithm so the scale stays positive and Adam's
+    steps are relative changes of it.
+    """
+
+    def __init__(self, initial_scale: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        if not initial_scale > 0:
+            raise ValueError(f"initial_scale must be > 0; got {initial_scale}.")
+        self.initial_scale = float(initial_scale)
+
+    def build(self, input_shape) -> None:
+        self.log_scale = self.add_weight(
+            shape=(),
+            initializer=keras.initializers.Constant(math.log(self.initial_scale)),
+            name="log_scale",
+        )
+
+    def call(self, logits):
+        return logits * ops.exp(ops.cast(self.log_scale, logits.dtype))
+
+    def get_config(self) -> dict:
+        return super().get_config() | {"initial_scale": self.initial_scale}
+
+
+@keras.saving.register_keras_serializable(package="keras_cc_examples")
+class ScaledCrossentropy(keras.losses.Loss):
+    """Cross-entropy on ``logit_scale * y_pred``: LS with the scale CC-LS uses."""
+
+    def __init__(self, logit_scale: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.logit_scale = float(logit_scale)
+
+    def call(self, y_true, y_pred):
+        return keras.losses.categorical_crossentropy(
+            y_true, y_pred * self.logit_scale, from_logits=True
+        )
+
+    def get_config(self) -> dict:
+        return super().get_config() | {"logit_scale": self.logit_scale}
+
+
+def closed_form_usable(logits):
+    """Rows on which the original authors' closed form gives the CC normaliser.
+
+    Their formula (Gordon-Rodriguez et al. 2020, eq. 6) in float32, with
+    λ = softmax(z): C(λ)^-1 = Σ_k λ_k / Π_{i≠k} (z_k − z_i). A row counts as
+    usable when it is finite, positive and within 1e-3 (relative, in the log)
+    of the exact value exp(A(z) − logsumexp(z)) from ``keras_cc``; elsewhere
+    (near ties, many classes) it cancels catastrophically or overflows.
+    """
+    z = ops.cast(logits, "float32")
+    num_classes = z.shape[-1]
+    gaps = z[..., :, None] - z[..., None, :]  # (..., k, i): z_k - z_i
+    off_diagonal = ops.cast(1.0 - ops.eye(num_classes), "bool")
+    products = ops.prod(ops.where(off_diagonal, gaps, 1.0), axis=-1)
+    inverse_normaliser = ops.sum(ops.softmax(z, axis=-1) / products, axis=-1)
+    exact = keras_cc.ops.cc_log_partition(z) - ops.logsumexp(z, axis=-1)
+    with_positive = ops.where(inverse_normaliser > 0, inverse_normaliser, 1.0)
+    error = ops.abs(ops.log(with_positive) - exact)
+    usable = (
+        ops.isfinite(inverse_normaliser)
+        & (inverse_normaliser > 0)
+        & (error <= 1e-3 * (1.0 + ops.abs(exact)))
+    )
+    return ops.stop_gradient(usable)
+
+
+def fallback_crossentropy(y_true, y_pred):
+    """The authors' CC-LS as published: CC where their closed form works,
+    cross-entropy on the same (smoothed) target on every other row.
+
+    The CC rows use ``keras_cc``'s exact value and gradient (their closed form
+    decides only *which* rows get the CC), so the difference from our CC-LS is
+    the fallback alone.
+    """
+    usable = closed_form_usable(y_pred)
+    cc = keras_cc.losses.continuous_categorical_crossentropy(
+        y_true, y_pred, from_logits=True, validate_targets=False
+    )
+    ce = keras.losses.categorical_crossentropy(y_true, y_pred, from_logits=True)
+    return ops.where(usable, cc, ops.cast(ce, cc.dtype))
+
+
+@keras.saving.register_keras_serializable(package="keras_cc_examples")
+class FallbackCrossentropy(keras.losses.Loss):
+    """:func:`fallback_crossentropy` as a Keras loss (logits in)."""
+
+    def call(self, y_true, y_pred):
+        return fallback_crossentropy(y_true, y_pred)
+
+
+def closed_form_usable_fraction(y_true, y_pred):
+    """Per-example 1/0: whether the fallback loss used the CC on this row."""
+    return ops.cast(closed_form_usable(y_pred), "float32")
+
+
+CC_LOSSES: tuple[str, ...] = ("cc", "rcc", "cc-fallback")
+
+
+def make_loss(loss: str, logit_scale: float = 1.0) -> keras.losses.Loss:
     """The Keras loss of each method; targets are prepared by the data pipeline.
 
     xe, ls and rls are all cross-entropy (they differ in their targets); cc and
     rcc are the continuous-categorical negative log-likelihood of the same
-    targets. Smoothing is done in the pipeline (``label_smoothing=0`` here), so
-    the randomised variants can share the code path.
+    targets, and cc-fallback the authors' mixture of the two. Smoothing is
+    done in the pipeline (``label_smoothing=0`` here), so the randomised
+    variants can share the code path. ``logit_scale`` multiplies the logits
+    the loss sees (``keras_cc``'s ``logit_scale`` for the CC; the same factor
+    for cross-entropy, for a like-for-like comparison).
     """
+    name = f"{loss.replace('-', '_')}_loss"
     if loss in ("xe", "ls", "rls"):
-        return keras.losses.CategoricalCrossentropy(
-            from_logits=True, name=f"{loss}_loss"
-        )
+        if logit_scale == 1.0:
+            return keras.losses.CategoricalCrossentropy(from_logits=True, name=name)
+        return ScaledCrossentropy(logit_scale, name=name)
     if loss in ("cc", "rcc"):
-        from keras_cc.losses import ContinuousCategoricalCrossentropy
-
-        return ContinuousCategoricalCrossentropy(from_logits=True, name=f"{loss}_loss")
+        return keras_cc.losses.ContinuousCategoricalCrossentropy(
+            from_logits=True, logit_scale=logit_scale, name=name
+        )
+    if loss == "cc-fallback":
+        if logit_scale != 1.0:
+            raise ValueError("cc-fallback is the authors' loss: no logit scale.")
+        return FallbackCrossentropy(name=name)
     raise ValueError(f"Unknown loss {loss!r}.")
 
 
@@ -156,3 +340,12 @@ def skipped_steps(model: keras.Model) -> int:
     if isinstance(opt, SkipNonFiniteOptimizer) and opt.built:
         return int(ops.convert_to_numpy(opt.skipped_steps))
     return 0
+
+
+def logit_scale(model: keras.Model, loss_scale: float) -> float:
+    """The factor between the model's raw logits and the loss's: the loss's
+    constant times a learned temperature, if the model has one."""
+    for layer in model.layers:
+        if isinstance(layer, LearnedLogitScale):
+            return loss_scale * math.exp(float(ops.convert_to_numpy(layer.log_scale)))
+    return loss_scale

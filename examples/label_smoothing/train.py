@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 # Runnable as a script too (python examples/label_smoothing/train.py).
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -37,10 +39,15 @@ from examples.label_smoothing.data import DATASETS
 CSV_FIELDS: tuple[str, ...] = (
     "epoch",
     "loss",
+    "nll",
     "accuracy",
-    "test_loss",
-    "test_nll",
-    "test_accuracy",
+    "cc_rows",
+    "logit_scale",
+    *(
+        f"{split}_{metric}"
+        for split in ("val", "test")
+        for metric in ("loss", "accuracy", "nll", "ece", "ccmean_nll", "ccmean_ece")
+    ),
     "skipped_steps",
     "seconds",
 )
@@ -49,8 +56,11 @@ _RUN_IDENTITY: tuple[str, ...] = (
     "dataset",
     "data_dir",
     "digits_size",
+    "val_fraction",
     "loss",
     "alpha",
+    "logit_scale",
+    "learn_logit_scale",
     "weight_decay",
     "dropout",
     "batch_norm",
@@ -85,6 +95,8 @@ DEFAULTS: dict[str, Any] = {
 AUGMENT_DEFAULTS: dict[str, dict[str, Any]] = {
     "cifar10": {"rotation": 15.0, "shift": 0.1, "flip": True},
     "digits": {"rotation": 15.0, "shift": 0.1, "flip": False},
+    # Signals: the image augmentations do not apply.
+    "mnist1d": {"rotation": 0.0, "shift": 0.0, "flip": False},
 }
 
 
@@ -121,6 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=16,
         help="digits only: bilinear upsampling of the 8x8 images to this size",
     )
+    g.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.1,
+        help="stratified share of the training set held out for validation "
+        "(the same split for every run); epochs are selected on it",
+    )
     g.add_argument("--limit-train", type=int, help="use the first N training images")
     g.add_argument("--limit-test", type=int, help="use the first N test images")
     g = p.add_argument_group("loss and targets")
@@ -129,6 +148,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--alpha",
         type=float,
         help=f"smoothing mass (ignored by xe); default {DEFAULTS['alpha']}",
+    )
+    g.add_argument(
+        "--logit-scale",
+        default="1",
+        help="the loss sees logit_scale * logits (keras_cc's logit_scale for "
+        "the CC; the same factor for cross-entropy); a number, or 'auto' for "
+        "keras_cc.losses.label_smoothing_logit_scale(K, alpha)",
+    )
+    g.add_argument(
+        "--learn-logit-scale",
+        action="store_true",
+        help="make the scale a trainable temperature (initialised at "
+        "--logit-scale) instead of a constant",
     )
     g = p.add_argument_group("regularisation (the ablation axes)")
     g.add_argument(
@@ -257,10 +289,51 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ),
         (args.digits_size >= 8, f"--digits-size must be >= 8; got {args.digits_size}"),
     ]
+    if args.dataset == "mnist1d":
+        checks.append(
+            (
+                not (args.rotation or args.shift or args.flip),
+                "--rotation, --shift and --flip apply to images, not mnist1d",
+            )
+        )
+    checks.append((0.0 < args.val_fraction < 1.0, "--val-fraction must be in (0, 1)"))
+    try:
+        args.logit_scale = _parse_logit_scale(args.logit_scale, args.loss, args.alpha)
+    except ValueError as err:
+        parser.error(str(err))
     for ok, message in checks:
         if not ok:
             parser.error(message)
     return args
+
+
+def _parse_logit_scale(text: str, loss: str, alpha: float) -> float | str:
+    """'auto' (smoothed targets only) or a positive finite number."""
+    if text == "auto":
+        if loss in ("xe", "cc-fallback") or not 0.0 < alpha < 1.0:
+            raise ValueError(
+                "--logit-scale auto needs smoothed targets (0 < --alpha < 1) and "
+                "a loss other than xe or cc-fallback"
+            )
+        return "auto"
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (value > 0 and value < float("inf")):
+        raise ValueError(f"--logit-scale must be 'auto' or a number > 0; got {text!r}")
+    if loss == "cc-fallback" and value != 1.0:
+        raise ValueError("--logit-scale applies to every loss but cc-fallback")
+    return value
+
+
+def resolve_logit_scale(logit_scale: float | str, num_classes: int, alpha: float):
+    """The number behind ``--logit-scale`` for a dataset of ``num_classes``."""
+    if logit_scale == "auto":
+        import keras_cc
+
+        return keras_cc.losses.label_smoothing_logit_scale(num_classes, alpha)
+    return float(logit_scale)
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -278,6 +351,13 @@ def read_state(out: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.exists() else {"epoch": 0}
 
 
+def _read_rows(path: Path) -> list[dict[str, str]]:
+    if not path.exists():
+        return []
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
 def _truncate_csv(path: Path, epochs_done: int) -> None:
     """Keep the header and the rows of checkpointed epochs only.
 
@@ -286,9 +366,7 @@ def _truncate_csv(path: Path, epochs_done: int) -> None:
     """
     if not path.exists():
         return
-    with path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    kept = [r for r in rows if int(r["epoch"]) <= epochs_done]
+    kept = [r for r in _read_rows(path) if int(r["epoch"]) <= epochs_done]
     with path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
         writer.writeheader()
@@ -319,8 +397,68 @@ def main(argv: list[str] | None = None) -> int:
     if state.get("finished") and state["epoch"] >= args.epochs:
         print(f"{out}: finished ({state['epoch']} epochs); nothing to do.")
         return 0
-    _atomic_write_text(config_path, json.dumps(config, indent=2) + "\n")
-    return _train(args, out, int(state["epoch"]))
+    with _RunLock(out) as locked:
+        if not locked:
+            print(f"{out}: being trained by another process; skipped.")
+            return BUSY
+        # Re-read: the other process may have finished it meanwhile.
+        state = read_state(out)
+        if state.get("finished") and state["epoch"] >= args.epochs:
+            print(f"{out}: finished ({state['epoch']} epochs); nothing to do.")
+            return 0
+        _atomic_write_text(config_path, json.dumps(config, indent=2) + "\n")
+        return _train(args, out, int(state["epoch"]))
+
+
+# Exit status of a run that another process is training (not a failure).
+BUSY = 3
+
+
+class _RunLock:
+    """``<run>/lock`` holds the training process's pid while it trains.
+
+    Several runners may share an ``--out`` (e.g. one per machine or per
+    seed range); the lock keeps two of them off the same run. A lock whose
+    process is gone (a crash) is taken over.
+    """
+
+    def __init__(self, out: Path):
+        self.path = out / "lock"
+        self.held = False
+
+    def __enter__(self) -> bool:
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                if self._owner_alive():
+                    return False
+                self.path.unlink(missing_ok=True)  # stale: its process died
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(str(os.getpid()))
+            self.held = True
+            return True
+        return False
+
+    def _owner_alive(self) -> bool:
+        try:
+            pid = int(self.path.read_text())
+        except (OSError, ValueError):
+            return False
+        if pid == os.getpid():
+            return False  # left over by this very process
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def __exit__(self, *exc) -> None:
+        if self.held:
+            self.path.unlink(missing_ok=True)
 
 
 def _train(args: argparse.Namespace, out: Path, start_epoch: int) -> int:
@@ -339,64 +477,61 @@ def _train(args: argparse.Namespace, out: Path, start_epoch: int) -> int:
 
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
         tf.config.threading.set_inter_op_parallelism_threads(args.threads)
-    if args.loss in ("cc", "rcc"):
-        try:
-            from keras_cc.losses import ContinuousCategoricalCrossentropy  # noqa: F401
-        except ImportError as err:  # a clear message instead of a traceback
-            print(f"error: the CC loss is unavailable ({err}).", file=sys.stderr)
-            return 2
 
     # Several runs may share a process (ablation --in-process): start each
     # from a clean Keras state (layer names, cached graphs).
     keras.backend.clear_session()
+    data = _load_data(args)
+    # After loading: the MNIST-1D generator reseeds NumPy's global RNG.
     keras.utils.set_random_seed(args.seed)
-    data = data_lib.load_data(args.dataset, args.data_dir, args.digits_size)
-    if args.limit_train:
-        data.x_train, data.y_train = (
-            data.x_train[: args.limit_train],
-            data.y_train[: args.limit_train],
-        )
-    if args.limit_test:
-        data.x_test, data.y_test = (
-            data.x_test[: args.limit_test],
-            data.y_test[: args.limit_test],
-        )
-    data = data_lib.standardise(data)
     augment = {"rotation": args.rotation, "shift": args.shift, "flip": args.flip}
-    train_ds, test_ds = data_lib.make_datasets(
+    train_ds, _, _ = data_lib.make_datasets(
         data, args.loss, args.alpha, args.batch_size, args.seed, augment
     )
+    scale = resolve_logit_scale(args.logit_scale, data.num_classes, args.alpha)
+    # A learned temperature lives in the model; the loss then sees its output.
+    loss_scale = 1.0 if args.learn_logit_scale else scale
 
     scope = _distribution_scope(args, backend)
     with scope:
-        model = model_lib.build_cnn(
+        model = model_lib.build_model(
             data.input_shape,
             data.num_classes,
             batch_norm=args.batch_norm,
             dropout=args.dropout,
             weight_decay=args.weight_decay,
+            learned_scale=scale if args.learn_logit_scale else None,
         )
-        loss = model_lib.make_loss(args.loss)
+        loss = model_lib.make_loss(args.loss, loss_scale)
+        metrics = [
+            keras.metrics.CategoricalAccuracy(name="accuracy"),
+            # The data term alone: `loss` also holds the L2 penalty.
+            keras.metrics.MeanMetricWrapper(loss.call, name="nll"),
+        ]
+        if args.loss == "cc-fallback":
+            metrics.append(
+                keras.metrics.MeanMetricWrapper(
+                    model_lib.closed_form_usable_fraction, name="cc_rows"
+                )
+            )
         model.compile(
             jit_compile={"auto": "auto", "on": True, "off": False}[args.jit_compile],
             optimizer=model_lib.make_optimizer(args.lr),
             loss=loss,
-            metrics=[
-                keras.metrics.CategoricalAccuracy(name="accuracy"),
-                # The data term alone: `loss` also holds the L2 penalty.
-                keras.metrics.MeanMetricWrapper(loss.call, name="nll"),
-            ],
+            metrics=metrics,
         )
         if start_epoch:
-            steps_per_epoch = -(-len(data.x_train) // args.batch_size)
+            steps_per_epoch = len(data.x_train) // args.batch_size
             _restore(model, out, start_epoch, steps_per_epoch)
             print(f"{out}: resuming after epoch {start_epoch}/{args.epochs}.")
     _truncate_csv(out / "metrics.csv", start_epoch)
 
-    recorder = _epoch_recorder(out, args.epochs, args.stop_after, start_epoch)
+    evaluator = Evaluator(data, args.loss, args.alpha, loss_scale)
+    recorder = _epoch_recorder(
+        out, args.epochs, args.stop_after, start_epoch, evaluator
+    )
     model.fit(
         train_ds,
-        validation_data=test_ds,
         initial_epoch=start_epoch,
         epochs=args.epochs,
         callbacks=[recorder],
@@ -406,6 +541,104 @@ def _train(args: argparse.Namespace, out: Path, start_epoch: int) -> int:
     if done.get("finished"):
         print(f"{out}: finished {done['epoch']} epochs.")
     return 0
+
+
+def _load_data(args: argparse.Namespace):
+    """Load, limit, hold out the validation split, standardise."""
+    from examples.label_smoothing import data as data_lib
+
+    data = data_lib.load_data(args.dataset, args.data_dir, args.digits_size)
+    if args.limit_train:
+        data.x_train = data.x_train[: args.limit_train]
+        data.y_train = data.y_train[: args.limit_train]
+    if args.limit_test:
+        data.x_test = data.x_test[: args.limit_test]
+        data.y_test = data.y_test[: args.limit_test]
+    data = data_lib.split_validation(data, args.val_fraction)
+    return data_lib.standardise(data)
+
+
+class Evaluator:
+    """Validation and test metrics of a model, from its predicted logits.
+
+    Accuracy, the loss's data term on the split's targets, and the
+    calibration of the predicted class probabilities (NLL of the true label
+    and 15-bin ECE): ``softmax(s z)`` for every loss and, for the CC losses,
+    also the CC mean ``cc_mean(s z)``, where ``s`` is the loss's logit scale.
+    Both passes are compiled (``evaluate`` and ``predict``), so evaluating
+    every epoch costs about as much as a fraction of an epoch of training.
+    """
+
+    def __init__(self, data, loss_name: str, alpha: float, logit_scale: float):
+        from examples.label_smoothing import data as data_lib
+        from examples.label_smoothing import model as model_lib
+
+        k = data.num_classes
+        if loss_name == "xe":
+            targets = np.eye(k, dtype=np.float32)
+            self.splits = {
+                "val": (data.x_val, data.y_val, targets[data.y_val]),
+                "test": (data.x_test, data.y_test, targets[data.y_test]),
+            }
+        else:
+            self.splits = {
+                split: (x, y, data_lib.smoothed_targets(y, k, alpha))
+                for split, x, y in (
+                    ("val", data.x_val, data.y_val),
+                    ("test", data.x_test, data.y_test),
+                )
+            }
+        self.logit_scale = logit_scale
+        self.with_cc_mean = loss_name in model_lib.CC_LOSSES
+        self._readout = None
+
+    def _readout_model(self, model):
+        """The model's logits times the scale and, for the CC, their CC mean."""
+        import keras
+
+        import keras_cc
+
+        if self._readout is None or self._readout[0] is not model:
+            scaled = keras.layers.Rescaling(self.logit_scale)(model.output)
+            outputs = [scaled]
+            if self.with_cc_mean:
+                outputs.append(keras.layers.Lambda(keras_cc.ops.cc_mean)(scaled))
+            self._readout = (model, keras.Model(model.inputs, outputs))
+        return self._readout[1]
+
+    def __call__(self, model) -> dict[str, float]:
+        from examples.label_smoothing import calibration
+
+        readout = self._readout_model(model)
+        row: dict[str, float] = {}
+        self.test_predictions: dict[str, np.ndarray] = {}
+        for split, (x, labels, targets) in self.splits.items():
+            scores = model.evaluate(
+                x, targets, batch_size=1024, verbose=0, return_dict=True
+            )
+            row[f"{split}_loss"] = scores["nll"]
+            outputs = readout.predict(x, batch_size=1024, verbose=0)
+            scaled = outputs[0] if self.with_cc_mean else outputs
+            probs = calibration.softmax(scaled)
+            row[f"{split}_accuracy"] = float(np.mean(probs.argmax(1) == labels))
+            row[f"{split}_nll"] = calibration.negative_log_likelihood(probs, labels)
+            row[f"{split}_ece"] = calibration.expected_calibration_error(probs, labels)
+            if split == "test":
+                self.test_predictions = {
+                    "probs": probs.astype(np.float32),
+                    "labels": labels,
+                }
+            if self.with_cc_mean:
+                mean = outputs[1]
+                if split == "test":
+                    self.test_predictions["ccmean"] = mean
+                row[f"{split}_ccmean_nll"] = calibration.negative_log_likelihood(
+                    mean, labels
+                )
+                row[f"{split}_ccmean_ece"] = calibration.expected_calibration_error(
+                    mean, labels
+                )
+        return row
 
 
 def _distribution_scope(args: argparse.Namespace, backend: str):
@@ -469,7 +702,9 @@ def _restore(model, out: Path, epoch: int, steps_per_epoch: int) -> None:
         )
 
 
-def _epoch_recorder(out: Path, epochs: int, stop_after: int | None, start: int):
+def _epoch_recorder(
+    out: Path, epochs: int, stop_after: int | None, start: int, evaluator: Evaluator
+):
     """Build the callback (a factory, so Keras is imported only after the
     backend is chosen)."""
     import keras
@@ -490,6 +725,12 @@ def _epoch_recorder(out: Path, epochs: int, stop_after: int | None, start: int):
             self.stop_at = start + stop_after if stop_after else None
             self.csv_path = out / "metrics.csv"
             self.t0 = time.perf_counter()
+            # The test predictions of the best validation epoch so far are
+            # kept (selected_test.npz) for the reliability diagrams.
+            self.best_val = max(
+                (float(r["val_accuracy"]) for r in _read_rows(self.csv_path)),
+                default=-1.0,
+            )
 
         def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
             self.t0 = time.perf_counter()
@@ -503,10 +744,11 @@ def _epoch_recorder(out: Path, epochs: int, stop_after: int | None, start: int):
             row = {
                 "epoch": done,
                 "loss": logs.get("loss"),
+                "nll": logs.get("nll"),
                 "accuracy": logs.get("accuracy"),
-                "test_loss": logs.get("val_loss"),
-                "test_nll": logs.get("val_nll"),
-                "test_accuracy": logs.get("val_accuracy"),
+                "cc_rows": logs.get("cc_rows"),
+                "logit_scale": model_lib.logit_scale(self.model, evaluator.logit_scale),
+                **evaluator(self.model),
                 "skipped_steps": model_lib.skipped_steps(self.model),
                 "seconds": round(time.perf_counter() - self.t0, 3),
             }
@@ -518,6 +760,12 @@ def _epoch_recorder(out: Path, epochs: int, stop_after: int | None, start: int):
                 writer.writerow(row)
                 f.flush()
                 os.fsync(f.fileno())
+
+            if row["val_accuracy"] > self.best_val:
+                self.best_val = row["val_accuracy"]
+                tmp = self.out / "selected_test.tmp.npz"
+                np.savez_compressed(tmp, epoch=done, **evaluator.test_predictions)
+                os.replace(tmp, self.out / "selected_test.npz")
 
             # An epoch-numbered file, written before state.json names it, so
             # a crash leaves the previous checkpoint intact and referenced.
