@@ -755,11 +755,7 @@ def plot_penultimate(args: argparse.Namespace, out: Path) -> Path | None:
         f"templates\n{args.dataset}, {setting.label}, seed {seed}",
         fontsize=11,
     )
-    fig.tight_layout()
-    path = out / "penultimate.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save_figure(fig, out / "penultimate.png")
 
 
 def plot_reliability(args: argparse.Namespace, out: Path) -> Path | None:
@@ -828,8 +824,14 @@ def plot_reliability(args: argparse.Namespace, out: Path) -> Path | None:
         "(test set, seeds pooled)",
         fontsize=10,
     )
+    return _save_figure(fig, out / "reliability.png")
+
+
+def _save_figure(fig, path: Path) -> Path:
+    """Lay out, write as PNG and free the figure."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
-    path = out / "reliability.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

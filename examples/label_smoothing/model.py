@@ -52,10 +52,14 @@ def build_cnn(
         x = layers.MaxPooling2D(2, name=f"b{block}_pool")(x)
         if dropout:
             x = layers.Dropout(rate, name=f"b{block}_dropout")(x)
-    x = layers.Flatten(name=PENULTIMATE)(x)
+    return keras.Model(inputs, _head(x, num_classes, weight_decay), name="paper_cnn")
+
+
+def _head(features, num_classes: int, weight_decay: float):
+    """Flatten (the penultimate layer) and the logits; L2 on the kernel only."""
+    x = layers.Flatten(name=PENULTIMATE)(features)
     regularizer = keras.regularizers.L2(weight_decay) if weight_decay > 0 else None
-    logits = layers.Dense(num_classes, kernel_regularizer=regularizer, name="logits")(x)
-    return keras.Model(inputs, logits, name="paper_cnn")
+    return layers.Dense(num_classes, kernel_regularizer=regularizer, name="logits")(x)
 
 
 # MNIST-1D CNN baseline (Greydanus & Kobak): three ReLU convolutions of 25
@@ -95,10 +99,7 @@ def build_mnist1d_cnn(
             x = layers.BatchNormalization(name=f"b{block}_bn")(x)
         if dropout:
             x = layers.Dropout(rate, name=f"b{block}_dropout")(x)
-    x = layers.Flatten(name=PENULTIMATE)(x)
-    regularizer = keras.regularizers.L2(weight_decay) if weight_decay > 0 else None
-    logits = layers.Dense(num_classes, kernel_regularizer=regularizer, name="logits")(x)
-    return keras.Model(inputs, logits, name="mnist1d_cnn")
+    return keras.Model(inputs, _head(x, num_classes, weight_decay), name="mnist1d_cnn")
 
 
 def build_model(
