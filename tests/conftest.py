@@ -2,9 +2,11 @@
 
 import os
 import sys
+import zlib
 
 import keras
 import numpy as np
+import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
@@ -44,3 +46,10 @@ def value_and_grad(fn, z):
         value.backward()
         return value.detach().numpy(), t.grad.numpy()
     raise NotImplementedError(backend)
+
+
+@pytest.fixture
+def rng(request) -> np.random.Generator:
+    """A generator seeded by the test's name: the same draws however
+    pytest-xdist splits the tests."""
+    return np.random.default_rng(zlib.crc32(request.node.name.encode()))

@@ -10,7 +10,6 @@ save/load and SavedModel export.
 from __future__ import annotations
 
 import math
-import zlib
 
 import _cc_reference as ref
 import keras
@@ -25,12 +24,6 @@ from keras_cc import losses as cc_losses
 from keras_cc import metrics as cc_metrics
 
 B, K = 6, 5
-
-
-@pytest.fixture
-def rng(request) -> np.random.Generator:
-    """The same draws however pytest-xdist splits the tests."""
-    return np.random.default_rng(zlib.crc32(request.node.name.encode()))
 
 
 @pytest.mark.parametrize("scale", [0.5, 7.0])
