@@ -129,10 +129,19 @@ def expert_table(out: Path, games: Sequence[str]) -> tuple[list[str], dict]:
 
 
 def _wall(run_dir: Path) -> str:
-    path = run_dir / "wall_time.json"
-    if not path.exists():
-        return "–"
-    return f"{sum(json.loads(path.read_text())) / 60:.0f} min"
+    """Training time summed over the logged intervals of ``train.csv``.
+
+    Each row's rate covers the frames since the previous row (evaluations
+    and checkpoints included), so the sum survives kills and resumes; it
+    leaves out start-up, compilation and the replay refill after a resume.
+    """
+    seconds, previous = 0.0, 0
+    for row in read_rows(run_dir / "train.csv"):
+        step, rate = int(row["step"]), float(row["steps_per_s"])
+        if rate > 0:
+            seconds += (step - previous) / rate
+        previous = step
+    return f"{seconds / 60:.0f} min" if seconds else "–"
 
 
 def student_finals(out: Path, run: dict[str, Any]) -> dict[str, dict[str, float]]:
