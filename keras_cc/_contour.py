@@ -54,10 +54,10 @@ from keras import ops
 #   min_scale: lower bound on m, which keeps the contour clear of far poles.
 _SETTINGS = {
     "float32": dict(
-        base_nodes=4, levels=3, tolerance=3e-3, cut=30.0, width=11.0, min_scale=2.0
+        base_nodes=8, levels=2, tolerance=3e-3, cut=30.0, width=11.0, min_scale=2.0
     ),
     "float64": dict(
-        base_nodes=8, levels=4, tolerance=1e-7, cut=80.0, width=16.0, min_scale=8.0
+        base_nodes=16, levels=3, tolerance=1e-7, cut=80.0, width=16.0, min_scale=8.0
     ),
 }
 # nu > 1 widens the contour's asymptote (Weideman's modified Talbot contour),
