@@ -257,6 +257,7 @@ def plot_curves(out: Path, games: Sequence[str]) -> list[Path]:
         ax.set_title(game)
         ax.set_xlabel("frames")
         ax.set_xlim(0, study.EXPERT_FRAMES[game])
+        ax.set_ylim(bottom=0)
         ax.legend(fontsize=6)
     axes[0].set_ylabel("return")
     fig.suptitle("MinAtar DQN experts (one seed each)")
