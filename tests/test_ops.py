@@ -15,6 +15,7 @@ import pytest
 from conftest import to_numpy, value_and_grad
 from reference import (
     BAR,
+    error_ratios,
     explicit_log_partition,
     log_partition_and_mean,
     random_rows,
@@ -93,6 +94,18 @@ def value_and_grad_rows(fn, z):
     """Per-row values and the gradient of their sum."""
     _, grad = value_and_grad(fn, z)
     return to_numpy(fn(z)).astype(np.float64), grad.astype(np.float64)
+
+
+def test_vocabulary_size_k_meets_the_float32_bar():
+    # K = 12 000 runs through three class blocks of the (rows, N, K) work.
+    rng = np.random.default_rng(9)
+    z = np.stack(
+        [rng.normal(size=12000) * 3, np.where(np.arange(12000) == 5, 100.0, 0.0)]
+    ).astype("float32")
+    values, means = value_and_grad_rows(cc_log_partition, z)
+    for i in range(2):
+        ref = series_log_partition_and_mean(z[i].astype(np.float64))
+        assert max(error_ratios(values[i], means[i], *ref, "float32")) <= 1
 
 
 def test_longdouble_reference_agrees_with_mpmath():
