@@ -43,7 +43,7 @@ import keras
 from keras import ops
 
 # Quadrature settings per compute dtype, tuned against an mpmath reference on
-# the regimes of NUMERICS.md section 5 (see benchmarks/log_partition.py):
+# the regimes of the accuracy bar in docs/numerics.md (see benchmarks/log_partition.py):
 #   nodes: midpoint nodes on (0, theta_max) (the other half is the conjugate);
 #   cut: truncate where Re s < gamma - cut (the integrand is below e^-cut);
 #   width: truncate at `width` Gaussian widths of the saddle;

@@ -4,7 +4,7 @@ The CC negative log-likelihood of a target ``y`` on the simplex under logits
 ``z`` is ``A(z) - y·z``, where ``A`` is the CC log-partition
 (``keras_cc.ops.cc_log_partition``). Compare the categorical cross-entropy,
 ``logsumexp(z) - y·z``: the CC loss is a proper likelihood for *soft* targets
-(label smoothing, distillation, vote fractions), see NUMERICS.md and
+(label smoothing, distillation, vote fractions), see docs/numerics.md and
 Gordon-Rodriguez et al., "Uses and abuses of the cross-entropy loss" (2020).
 
 Everything is written with ``keras.ops`` and runs on the TensorFlow and JAX

@@ -1,6 +1,6 @@
 """An independent high-precision reference for the CC log-partition and mean.
 
-Uses the all-positive series of NUMERICS.md section 4 in mpmath: with
+Uses the all-positive series of docs/numerics.md in mpmath: with
 y = z - min z >= 0,
 
     exp[z] = e^{min z} * sum_j h_j(y) / (j + K - 1)!,
@@ -85,7 +85,7 @@ def _f32_exact(z) -> np.ndarray:
 
 
 def regimes(k: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """The input regimes of NUMERICS.md section 5 for K = k.
+    """The input regimes of the accuracy bar (docs/numerics.md) for K = k.
 
     Every value is exactly representable in float32, so one reference serves
     float32 and float64.

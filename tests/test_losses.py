@@ -258,7 +258,7 @@ def test_gradient_finite_at_ties_and_extremes():
 
     value, grad = _value_and_grad(total, z)
     assert np.isfinite(value) and np.all(np.isfinite(grad))
-    # The NUMERICS.md float32 bar on the mean: 1e-5 + 1e-3 * mean.
+    # The docs/numerics.md float32 bar on the mean: 1e-5 + 1e-3 * mean.
     mu = np.stack([ref.mean(row) for row in z])
     np.testing.assert_array_less(np.abs(grad - (mu - y)), 1e-5 + 1e-3 * mu + 1e-7)
     np.testing.assert_allclose(grad[0], 1 / 5 - y[0], atol=1e-6)

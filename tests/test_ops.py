@@ -1,6 +1,6 @@
 """Accuracy and behaviour of keras_cc.ops against an independent mpmath reference.
 
-The bar (NUMERICS.md section 5), for the exact value at the rounded inputs:
+The bar (docs/numerics.md), for the exact value at the rounded inputs:
 float32: |A - A*| <= 1e-5 (1 + |A*|), |mu - mu*| <= 1e-5 + 1e-3 mu*;
 float64: |A - A*| <= 1e-12 (1 + |A*|), |mu - mu*| <= 1e-12 + 1e-9 mu*.
 Every test case lies on a grid that float32 represents exactly, so one

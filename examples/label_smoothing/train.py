@@ -74,7 +74,7 @@ _RUN_IDENTITY: tuple[str, ...] = (
     "limit_test",
 )
 PRESETS: dict[str, dict[str, Any]] = {
-    # The paper's CIFAR-10 protocol (PAPER.md, case 1).
+    # The paper's CIFAR-10 protocol (Gordon-Rodriguez et al. 2020, case 1).
     "paper": {
         "dataset": "cifar10",
         "epochs": 500,
