@@ -296,7 +296,7 @@ def test_killed_minatar_expert_resumes_exactly(tmp_path: Path) -> None:
     its log equals that of a run that was never interrupted."""
     base = [sys.executable, "-m", "examples.atari.dqn", "--preset", "minatar_smoke"]
     base += ["--total-steps", "768"]
-    _run([*base, "--run-dir", str(tmp_path / "whole")], timeout=300)
+    _run([*base, "--run-dir", str(tmp_path / "whole")], timeout=900)
 
     cmd = [*base, "--run-dir", str(tmp_path / "killed")]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
@@ -321,7 +321,7 @@ def test_killed_minatar_expert_resumes_exactly(tmp_path: Path) -> None:
     assert reached, "the run did not reach step 384 before the deadline"
     evals = rows(tmp_path / "killed" / "eval.csv")
     assert [int(r["step"]) for r in evals] == [256]
-    done = _run(cmd, timeout=300)
+    done = _run(cmd, timeout=900)
     assert "replay and environments restored" in done.stdout
     whole = rows(tmp_path / "whole" / "train.csv")
     resumed = rows(tmp_path / "killed" / "train.csv")
