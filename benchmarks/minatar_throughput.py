@@ -22,27 +22,22 @@ Reports, for --game (default Breakout):
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import keras
 import numpy as np
 
+from benchmarks import atari_throughput
 from examples.atari import actor_mimic, dqn, minatar_env
 
-
-def rate(fn: Callable[[], int], seconds: float, warmup: int = 5) -> float:
-    """Items per second of ``fn`` (which returns how many items it did)."""
-    for _ in range(warmup):  # compile / trace before the clock starts
-        fn()
-    done, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        done += fn()
-    return done / (time.perf_counter() - start)
+# The ALE benchmark's timer, with two more warm-up calls: the MinAtar steps
+# compile more variants (one per batch shape) before the clock starts.
+rate = functools.partial(atari_throughput.rate, warmup=5)
 
 
 def env_frames(game: str, num_envs: int, seconds: float) -> float:
