@@ -2,16 +2,24 @@
 
 (a) Accuracy: the worst error per regime, K and dtype, for our op and for the
     paper's eq. 6 evaluated directly (the published approach), against an
-    mpmath reference (tests/reference.py), judged by the bar of
+    mpmath reference (tests/reference.py), judged by
     the accuracy bar of docs/numerics.md.
-(b) Speed: forward + backward at batch 1024 for K in {2, 10, 100, 1000},
+(b) Sweep: thousands of seeded random rows (K log-uniform in 2..2000, five
+    shapes of logits, offsets, float32 and float64) against the longdouble
+    positive series of tests/reference.py; the worst error / bar per dtype.
+(c) Speed: forward + backward at batch 1024 for K in {2, 10, 100, 1000},
     against ``logsumexp`` (the cross-entropy normaliser) and eq. 6, under
     ``tf.function`` with and without XLA (TensorFlow backend), or under
-    ``jax.jit`` (JAX backend, e.g. on a GPU). Baselines are timed in the same
-    run, interleaved, and the ratio is what we report.
+    ``jax.jit`` (JAX backend, e.g. on a GPU), for N(0, 3^2) logits and for
+    two harder shapes. Baselines are timed in the same run, interleaved, and
+    the ratio is what we report.
+(d) Large K: K = 10 000 and 50 000 at batch 256: accuracy, speed ratio to
+    ``logsumexp`` and peak memory of forward + backward.
+(e) Covariance: ``cc_covariance`` at K = 1000, time and peak memory per row.
 
 Usage:
-    python benchmarks/log_partition.py                 # both parts, TF backend
+    python benchmarks/log_partition.py                 # all parts, TF backend
+    python benchmarks/log_partition.py --part sweep --rows 4000
     python benchmarks/log_partition.py --part speed
     KERAS_BACKEND=jax python benchmarks/log_partition.py --part speed
 
@@ -26,8 +34,10 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
+from collections import defaultdict
 from pathlib import Path
 
 import keras
@@ -37,16 +47,19 @@ from keras import ops
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-from reference import log_partition_and_mean, regimes  # noqa: E402
+from reference import (  # noqa: E402
+    error_ratios,
+    log_partition_and_mean,
+    random_rows,
+    regimes,
+    series_log_partition_and_mean,
+    sweep_errors,
+)
 
-from keras_cc.ops import cc_log_partition  # noqa: E402
+from keras_cc.ops import cc_covariance, cc_log_partition  # noqa: E402
 
 RESULTS = HERE / "results"
 CACHE = RESULTS / "reference_cache.json"
-BAR = {
-    "float32": dict(a=1e-5, mean_abs=1e-5, mean_rel=1e-3),
-    "float64": dict(a=1e-12, mean_abs=1e-12, mean_rel=1e-9),
-}
 
 
 def eq6_log_partition(z):
@@ -99,16 +112,6 @@ def _reference(cache: dict, z: np.ndarray) -> tuple[float, np.ndarray]:
     return a, np.asarray(mean)
 
 
-def _errors(a, mean, a_ref, mean_ref, dtype):
-    """(A error / bar, worst mean error / bar); inf for NaN or Inf."""
-    bar = BAR[dtype]
-    if not (np.isfinite(a) and np.all(np.isfinite(mean))):
-        return float("inf"), float("inf")
-    a_ratio = abs(a - a_ref) / (1 + abs(a_ref)) / bar["a"]
-    allowed = bar["mean_abs"] + bar["mean_rel"] * mean_ref
-    return a_ratio, float(np.max(np.abs(mean - mean_ref) / allowed))
-
-
 def accuracy(ks: list[int]) -> str:
     cache = _load_cache()
     lines = [
@@ -137,7 +140,7 @@ def accuracy(ks: list[int]) -> str:
                     ("ours", ours_a[i], ours_mean[i]),
                     ("eq6", eq6_a[i], eq6_mean[i]),
                 ):
-                    errs = _errors(a, mean, *refs[name], dtype)
+                    errs = error_ratios(a, mean, *refs[name], dtype)
                     tally[label][0] += int(max(errs) > 1)
                     tally[label][1] += 1
                     row += [_fmt(e) for e in errs]
@@ -184,15 +187,181 @@ def _time(fn, z, repeats: int) -> float:
     return float(np.median(times))
 
 
-def speed(ks: list[int], batch: int, repeats: int) -> str:
+SHAPES = {
+    "N(0, 3^2)": lambda rng, b, k: rng.normal(size=(b, k)) * 3,
+    # A CC-LS optimum: one logit about 100 above a tight cluster.
+    "label smoothing, gap 100": lambda rng, b, k: (
+        np.where(np.arange(k) == 0, 100.0, 0.0) + rng.normal(size=(b, k)) * 0.01
+    ),
+    "near uniform, within 0.1": lambda rng, b, k: rng.uniform(0, 0.1, size=(b, k)),
+}
+
+
+def speed(ks: list[int], batch: int, repeats: int, shapes: list[str]) -> str:
     backend = keras.backend.backend()
     modes = [False, True] if backend == "tensorflow" else [True]
     lines = [
-        "| backend | compiled | K | logsumexp ms | eq. 6 ms | ours ms "
+        "| backend | compiled | logits | K | logsumexp ms | eq. 6 ms | ours ms "
         "| ours / logsumexp | eq. 6 / logsumexp |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     rng = np.random.default_rng(0)
+    for jit in modes:
+        for shape in shapes:
+            for k in ks:
+                z = ops.convert_to_tensor(
+                    SHAPES[shape](rng, batch, k).astype("float32")
+                )
+                fns = {
+                    "lse": _compile(lambda t: ops.logsumexp(t, axis=-1), jit),
+                    "ours": _compile(cc_log_partition, jit),
+                }
+                # Eq. 6 needs a (batch, K, K) tensor: 4 GB at K = 1000.
+                if k <= 100 and shape == "N(0, 3^2)":
+                    fns["eq6"] = _compile(eq6_log_partition, jit)
+                t = _interleaved_times(fns, z, repeats)
+                eq6 = t.get("eq6")
+                label = (
+                    ("XLA" if jit else "tf.function")
+                    if backend == "tensorflow"
+                    else "jax.jit"
+                )
+                lines.append(
+                    f"| {backend} | {label} | {shape} | {k} | {t['lse'] * 1e3:.3f} | "
+                    + (f"{eq6 * 1e3:.2f}" if eq6 else "-")
+                    + f" | {t['ours'] * 1e3:.2f} | {t['ours'] / t['lse']:.1f}x | "
+                    + (f"{eq6 / t['lse']:.1f}x" if eq6 else "-")
+                    + " |"
+                )
+                print(lines[-1], flush=True)
+    return "\n".join(lines) + "\n"
+
+
+def _interleaved_times(fns: dict, z, repeats: int, rounds: int = 3) -> dict:
+    """Best of ``rounds`` interleaved medians, so machine noise hits all alike."""
+    times = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            times[name].append(_time(fn, z, repeats))
+    return {name: min(v) for name, v in times.items()}
+
+
+# ------------------------------------------------------------------- sweep --
+
+
+def sweep(rows: int, seed: int, k_max: int) -> str:
+    """Worst error / bar per dtype and family over seeded random rows."""
+
+    def value_and_grad(z):
+        value, grad = _value_and_grad(cc_log_partition, ops.convert_to_tensor(z))
+        return (
+            np.asarray(ops.convert_to_numpy(value), np.float64),
+            np.asarray(ops.convert_to_numpy(grad), np.float64),
+        )
+
+    sample = random_rows(np.random.default_rng(seed), rows, k_max=k_max)
+    results = sweep_errors(sample, value_and_grad)
+    table = defaultdict(lambda: [0, 0, 0.0, 0.0, None])  # rows, fails, A, mean, K
+    for family, dtype, k, a_ratio, mean_ratio in results:
+        for key in ((dtype, family.replace(" + offset", "")), (dtype, "all")):
+            entry = table[key]
+            entry[0] += 1
+            entry[1] += int(not max(a_ratio, mean_ratio) <= 1)
+            if max(a_ratio, mean_ratio) >= max(entry[2], entry[3]):
+                entry[4] = k
+            entry[2] = max(entry[2], a_ratio)
+            entry[3] = max(entry[3], mean_ratio)
+    lines = [
+        f"Seed {seed}, {rows} rows, K log-uniform in 2..{k_max}.\n",
+        "| dtype | logits | rows | failures | worst A err / bar "
+        "| worst mean err / bar | K of the worst row |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for (dtype, family), (n, fails, a, m, k) in sorted(table.items()):
+        lines.append(
+            f"| {dtype} | {family} | {n} | {fails} | {_fmt(a)} | {_fmt(m)} | {k} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------- large K --
+
+
+def _peak_rss_mb(code: str) -> float:
+    """Peak resident memory a snippet adds, measured in a fresh process.
+
+    The snippet defines ``setup()`` (warm-up: imports, a baseline run) and
+    ``run()``; the difference of the peak RSS after each is what ``run`` adds.
+    """
+    script = (
+        "import resource, sys\n"
+        + code
+        + "\nsetup()\nbase = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "run()\npeak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "print((peak - base) / 1024)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=HERE.parent,
+    )
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+_LARGE_K_MEMORY = """
+import numpy as np, tensorflow as tf, keras
+from keras_cc.ops import cc_log_partition
+rng = np.random.default_rng(0)
+z = tf.constant((rng.normal(size=({batch}, {k})) * 3).astype("float32"))
+def step(fn):
+    @tf.function(jit_compile={jit})
+    def f(t):
+        with tf.GradientTape() as tape:
+            tape.watch(t)
+            v = tf.reduce_sum(fn(t))
+        return v, tape.gradient(v, t)
+    return f
+def setup():
+    global ours
+    lse = step(lambda t: tf.reduce_logsumexp(t, axis=-1))
+    lse(z)[1].numpy()
+    ours = step(cc_log_partition)
+    ours.get_concrete_function(z)
+def run():
+    ours(z)[1].numpy()
+"""
+
+
+def large_k(ks: list[int], batch: int, repeats: int) -> str:
+    """Accuracy (8 rows), speed and peak memory at vocabulary-size K (float32)."""
+    lines = [
+        "| K | logits | worst A err / bar | worst mean err / bar |",
+        "|---|---|---|---|",
+    ]
+    rng = np.random.default_rng(1)
+    for k in ks:
+        for shape in ("N(0, 3^2)", "label smoothing, gap 100"):
+            z = SHAPES[shape](rng, 4, k).astype("float32")
+            value, grad = _value_and_grad(cc_log_partition, ops.convert_to_tensor(z))
+            value = np.asarray(ops.convert_to_numpy(value), np.float64)
+            grad = np.asarray(ops.convert_to_numpy(grad), np.float64)
+            worst = np.zeros(2)
+            for i in range(len(z)):
+                ref = series_log_partition_and_mean(z[i].astype(np.float64))
+                worst = np.maximum(
+                    worst, error_ratios(value[i], grad[i], *ref, "float32")
+                )
+            lines.append(f"| {k} | {shape} | {_fmt(worst[0])} | {_fmt(worst[1])} |")
+            print(lines[-1], flush=True)
+    lines += [
+        "",
+        "| compiled | K | batch | logsumexp ms | ours ms | ours / logsumexp "
+        "| ours: peak memory added, MB |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    modes = [False, True] if keras.backend.backend() == "tensorflow" else [True]
     for jit in modes:
         for k in ks:
             z = ops.convert_to_tensor(
@@ -202,30 +371,50 @@ def speed(ks: list[int], batch: int, repeats: int) -> str:
                 "lse": _compile(lambda t: ops.logsumexp(t, axis=-1), jit),
                 "ours": _compile(cc_log_partition, jit),
             }
-            # Eq. 6 needs a (batch, K, K) tensor: 4 GB at K = 1000.
-            if k <= 100:
-                fns["eq6"] = _compile(eq6_log_partition, jit)
-            times = {name: [] for name in fns}
-            # Interleave the contenders so machine noise hits all of them.
-            for _ in range(3):
-                for name, fn in fns.items():
-                    times[name].append(_time(fn, z, repeats))
-            t = {name: min(v) for name, v in times.items()}
-            eq6 = t.get("eq6")
-            label = (
-                ("XLA" if jit else "tf.function")
-                if backend == "tensorflow"
-                else "jax.jit"
-            )
+            t = _interleaved_times(fns, z, repeats)
+            memory = "-"
+            if keras.backend.backend() == "tensorflow":
+                code = _LARGE_K_MEMORY.format(batch=batch, k=k, jit=jit)
+                memory = f"{_peak_rss_mb(code):.0f}"
+            label = "XLA" if jit else "tf.function"
             lines.append(
-                f"| {backend} | {label} | {k} | {t['lse'] * 1e3:.3f} | "
-                + (f"{eq6 * 1e3:.2f}" if eq6 else "not run (O(K^2) memory)")
-                + f" | {t['ours'] * 1e3:.2f} | {t['ours'] / t['lse']:.1f}x | "
-                + (f"{eq6 / t['lse']:.1f}x" if eq6 else "-")
-                + " |"
+                f"| {label} | {k} | {batch} | {t['lse'] * 1e3:.2f} | "
+                f"{t['ours'] * 1e3:.1f} | {t['ours'] / t['lse']:.1f}x | {memory} |"
             )
             print(lines[-1], flush=True)
     return "\n".join(lines) + "\n"
+
+
+# -------------------------------------------------------------- covariance --
+
+_COVARIANCE_MEMORY = """
+import numpy as np
+from keras_cc.ops import cc_covariance
+z = np.random.default_rng(0).normal(size=(1, {k})) * 3
+def setup():
+    cc_covariance(z[:, :8])
+def run():
+    np.asarray(cc_covariance(z))
+"""
+
+
+def covariance(k: int, repeats: int) -> str:
+    """Time and peak memory of ``cc_covariance`` for one row (eager, float64)."""
+    z = np.random.default_rng(0).normal(size=(1, k)) * 3
+    cc_covariance(z)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        ops.convert_to_numpy(cc_covariance(z))
+        times.append(time.perf_counter() - start)
+    memory = "-"
+    if keras.backend.backend() == "tensorflow":
+        memory = f"{_peak_rss_mb(_COVARIANCE_MEMORY.format(k=k)):.0f}"
+    return (
+        "| K | rows | dtype | median s | peak memory added, MB |\n"
+        "|---|---|---|---|---|\n"
+        f"| {k} | 1 | float64 | {np.median(times):.3f} | {memory} |\n"
+    )
 
 
 def _machine() -> str:
@@ -242,11 +431,18 @@ def _machine() -> str:
 
 
 def main() -> None:
+    parts = ["accuracy", "sweep", "speed", "large", "covariance"]
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--part", choices=["accuracy", "speed", "all"], default="all")
+    parser.add_argument("--part", choices=parts + ["all"], default="all")
     parser.add_argument("--ks", type=int, nargs="+", default=[2, 10, 100, 1000])
     parser.add_argument("--batch", type=int, default=1024)
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=SHAPES)
+    parser.add_argument("--rows", type=int, default=4000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--k-max", type=int, default=2000)
+    parser.add_argument("--large-ks", type=int, nargs="+", default=[10000, 50000])
+    parser.add_argument("--large-batch", type=int, default=256)
     args = parser.parse_args()
     if keras.backend.backend() == "jax":
         import jax
@@ -254,15 +450,32 @@ def main() -> None:
         jax.config.update("jax_enable_x64", True)
     RESULTS.mkdir(exist_ok=True)
     header = f"Machine: {_machine()}\nCommand: python {' '.join(sys.argv)}\n\n"
-    if args.part in ("accuracy", "all"):
-        table = header + accuracy(args.ks)
-        (RESULTS / "log_partition_accuracy.md").write_text(table)
-        print(table)
-    if args.part in ("speed", "all"):
-        table = header + speed(args.ks, args.batch, args.repeats)
-        name = f"log_partition_speed_{keras.backend.backend()}.md"
-        (RESULTS / name).write_text(table)
-        print(table)
+    backend = keras.backend.backend()
+    runs = {
+        "accuracy": (lambda: accuracy(args.ks), "log_partition_accuracy.md"),
+        "sweep": (
+            lambda: sweep(args.rows, args.seed, args.k_max),
+            "log_partition_sweep.md",
+        ),
+        "speed": (
+            lambda: speed(args.ks, args.batch, args.repeats, args.shapes),
+            f"log_partition_speed_{backend}.md",
+        ),
+        "large": (
+            lambda: large_k(args.large_ks, args.large_batch, max(3, args.repeats // 3)),
+            f"log_partition_large_k_{backend}.md",
+        ),
+        "covariance": (
+            lambda: covariance(1000, 5),
+            f"log_partition_covariance_{backend}.md",
+        ),
+    }
+    for part in parts:
+        if args.part in (part, "all"):
+            run, name = runs[part]
+            table = header + run()
+            (RESULTS / name).write_text(table)
+            print(table)
 
 
 if __name__ == "__main__":

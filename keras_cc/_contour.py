@@ -40,17 +40,25 @@ from __future__ import annotations
 import math
 
 import keras
+import numpy as np
 from keras import ops
 
-# Quadrature settings per compute dtype, tuned against an mpmath reference on
-# the regimes of the accuracy bar in docs/numerics.md (see benchmarks/log_partition.py):
-#   nodes: midpoint nodes on (0, theta_max) (the other half is the conjugate);
+# Quadrature settings per compute dtype (benchmarks/log_partition.py tunes
+# them against the mpmath-checked reference on a randomised sweep):
+#   base_nodes: n0; the first pass evaluates the 2 n0 - 1 interior nodes of
+#     the trapezoid rule T_{2 n0}, which split into M_{n0} and T_{n0};
+#   levels: at most this many refinements, each halving the step;
+#   tolerance: accept T_{2n} once |T_n - M_n| <= tolerance * |T_{2n}|;
 #   cut: truncate where Re s < gamma - cut (the integrand is below e^-cut);
 #   width: truncate at `width` Gaussian widths of the saddle;
 #   min_scale: lower bound on m, which keeps the contour clear of far poles.
 _SETTINGS = {
-    "float32": dict(nodes=16, cut=30.0, width=11.0, min_scale=2.0),
-    "float64": dict(nodes=48, cut=50.0, width=11.0, min_scale=2.0),
+    "float32": dict(
+        base_nodes=8, levels=2, tolerance=3e-3, cut=30.0, width=11.0, min_scale=2.0
+    ),
+    "float64": dict(
+        base_nodes=16, levels=3, tolerance=1e-7, cut=80.0, width=16.0, min_scale=8.0
+    ),
 }
 # nu > 1 widens the contour's asymptote (Weideman's modified Talbot contour),
 # giving clearance above far clusters of logits.
@@ -60,6 +68,13 @@ _THETA_NEWTON_STEPS = 6
 # Factors multiplied per complex logarithm (a power of two; 16 bounded
 # factors cannot overflow float32, and fewer, larger chunks are faster).
 _CHUNK = 16
+
+
+# Largest number of (node, class) pairs per row in one block of the (rows, N,
+# K) work tensors. For large K the products and the mean are built block by
+# block along the classes, so memory grows with N * block, not N * K; below
+# the bound (K <= 1000 at up to 64 nodes) there is a single block.
+_BLOCK_ELEMENTS = 1 << 16
 
 
 def keep_f64(name: str, *args):
@@ -120,13 +135,12 @@ def _theta_where_cot_is(v):
 
 
 def _contour(x, settings):
-    """Quadrature nodes for shifted logits x (..., K) with max 0.
+    """The contour fitted to shifted logits x (..., K) with max 0.
 
-    Returns a dict of tensors: inverse distances ``inv_d`` (..., K), the sum of
-    ``log d`` (..., 1), and per node (..., N): ``u = s - gamma`` (re, im) and
-    ``ds/dtheta`` (re, im), and the midpoint weight ``h / pi`` (..., 1).
+    Returns a dict of (..., 1) tensors: the saddle ``gamma``, the scale ``m``,
+    the truncation ``theta_max``, the sum of ``log d``; and the inverse
+    distances ``inv_d`` (..., K).
     """
-    dtype = x.dtype
     gamma = _saddle_point(x)
     d = gamma - x
     inv_d = 1.0 / d
@@ -136,25 +150,30 @@ def _contour(x, settings):
     theta_max = keep_f64(
         "minimum", theta_cut, settings["width"] / (_NU * ops.sqrt(scale))
     )
-    n = settings["nodes"]
-    frac = (ops.cast(ops.arange(n), dtype) + 0.5) / n
-    theta = theta_max * frac  # (..., N)
-    sin, cos = keep_f64("sin", theta), keep_f64("cos", theta)
-    cot = cos / sin
-    # s = (gamma - scale) + scale * (theta cot theta + i nu theta); u = s - gamma.
-    u_re = scale * (theta * cot - 1.0)
-    u_im = scale * _NU * theta
-    ds_re = scale * (cot - theta / (sin * sin))
-    ds_im = scale * _NU * ops.ones_like(theta)
     return dict(
         gamma=gamma,
         inv_d=inv_d,
         sum_log_d=ops.sum(ops.log(d), axis=-1, keepdims=True),
-        u_re=u_re,
-        u_im=u_im,
-        ds_re=ds_re,
-        ds_im=ds_im,
-        weight=theta_max / (n * math.pi),
+        scale=scale,
+        theta_max=theta_max,
+    )
+
+
+def _nodes(c, fractions):
+    """Nodes at theta = theta_max * fractions (a static array), each (..., N).
+
+    ``u = s - gamma`` and ``ds/dtheta``, as (re, im) pairs, on
+    s = (gamma - m) + m (theta cot theta + i nu theta).
+    """
+    theta = c["theta_max"] * ops.cast(fractions, c["theta_max"].dtype)
+    sin, cos = keep_f64("sin", theta), keep_f64("cos", theta)
+    cot = cos / sin
+    scale = c["scale"]
+    return dict(
+        u_re=scale * (theta * cot - 1.0),
+        u_im=scale * _NU * theta,
+        ds_re=scale * (cot - theta / (sin * sin)),
+        ds_im=scale * _NU * ops.ones_like(theta),
     )
 
 
@@ -216,8 +235,14 @@ def _log_product(a, b):
         a, b = _multiply_pairs(a, b, one_plus=True, axis=-2)
     a, b = a[..., 0, :], b[..., 0, :]
     norm2_minus_1 = a * (2.0 + a) + b * b
-    log_mag = 0.5 * ops.sum(ops.log1p(norm2_minus_1), axis=-1)
-    inv_norm = ops.rsqrt(1.0 + norm2_minus_1)
+    # A chunk product far below one (the contour passing near a cluster of
+    # poles) has a ~ -1, where a (2 + a) + b^2 cancels: take |1 + a + ib|^2
+    # directly there (log1p of a value <= -1 would be NaN).
+    small = norm2_minus_1 < -0.5
+    norm2 = ops.where(small, (1.0 + a) * (1.0 + a) + b * b, 1.0 + norm2_minus_1)
+    log_norm2 = ops.where(small, ops.log(norm2), ops.log1p(norm2_minus_1))
+    log_mag = 0.5 * ops.sum(log_norm2, axis=-1)
+    inv_norm = ops.rsqrt(norm2)
     unit_re, unit_im = (1.0 + a) * inv_norm, b * inv_norm
     width = 1 << (chunks - 1).bit_length()
     if width > chunks:
@@ -228,59 +253,302 @@ def _log_product(a, b):
     return log_mag, unit_re[..., 0], unit_im[..., 0]
 
 
-def _factor_offsets(c, inv_d):
+def _factor_offsets(nodes, inv_d):
     """w_jk - 1 = u_j / d_k as (real, imaginary) parts, shape (..., N, K)."""
-    a = ops.expand_dims(c["u_re"], -1) * ops.expand_dims(inv_d, -2)
-    b = ops.expand_dims(c["u_im"], -1) * ops.expand_dims(inv_d, -2)
+    a = ops.expand_dims(nodes["u_re"], -1) * ops.expand_dims(inv_d, -2)
+    b = ops.expand_dims(nodes["u_im"], -1) * ops.expand_dims(inv_d, -2)
     return a, b
 
 
-def _integrand(c):
-    """Integrand values e^{s - gamma} prod_k d_k / (s - x_k) * ds/dtheta, (..., N)."""
-    inv_d = c["inv_d"]
+def _chunk_padded(inv_d):
+    """1/d padded with zeros (factors of exactly one) to a multiple of _CHUNK.
+
+    Padding the small (rows, K) tensor, not the (rows, N, K) factors: padding
+    the minor axis of the large tensors is slow under XLA.
+    """
     size = inv_d.shape[-1]
-    if size is not None and size % _CHUNK:
-        # Pad the small (rows, K) tensor, not the (rows, N, K) ones: padding
-        # the minor axis of the large tensors is slow under XLA. 1/d = 0 makes
-        # a factor of exactly one.
-        inv_d = _pad_last(inv_d, -(-size // _CHUNK) * _CHUNK, 0.0)
-    log_mag, unit_re, unit_im = _log_product(*_factor_offsets(c, inv_d))
-    mag = ops.exp(c["u_re"] - log_mag)
+    if size is None or size % _CHUNK == 0:
+        return inv_d
+    return _pad_last(inv_d, -(-size // _CHUNK) * _CHUNK, 0.0)
+
+
+def _reciprocal_factors(u_re, u_im, inv_d):
+    """1 / w_jk = d_k / (s_j - x_k) as (real, imaginary) parts, (..., N, K)."""
+    a, b = _factor_offsets(dict(u_re=u_re, u_im=u_im), inv_d)
+    w_re = 1.0 + a
+    inv_norm2 = 1.0 / (w_re * w_re + b * b)
+    return w_re * inv_norm2, -b * inv_norm2
+
+
+def _class_blocks(size: int | None, nodes: int) -> list[slice]:
+    """Static slices of the class axis, multiples of _CHUNK except the last."""
+    if size is None:
+        return [slice(None)]
+    block = max(_CHUNK, _BLOCK_ELEMENTS // nodes // _CHUNK * _CHUNK)
+    return [slice(start, min(start + block, size)) for start in range(0, size, block)]
+
+
+def _integrand(nodes, padded_inv_d):
+    """Integrand e^{s - gamma} prod_k d_k / (s - x_k) * ds/dtheta, (re, im) (..., N)."""
+    log_mag = unit_re = unit_im = None
+    for block in _class_blocks(padded_inv_d.shape[-1], nodes["u_re"].shape[-1]):
+        offsets = _factor_offsets(nodes, padded_inv_d[..., block])
+        part = _log_product(*offsets)
+        if log_mag is None:
+            log_mag, unit_re, unit_im = part
+        else:
+            log_mag = log_mag + part[0]
+            unit_re, unit_im = (
+                unit_re * part[1] - unit_im * part[2],
+                unit_re * part[2] + unit_im * part[1],
+            )
+    mag = ops.exp(nodes["u_re"] - log_mag)
     # e^{i u_im} / unit = e^{i u_im} * conj(unit).
-    cos, sin = keep_f64("cos", c["u_im"]), keep_f64("sin", c["u_im"])
+    cos, sin = keep_f64("cos", nodes["u_im"]), keep_f64("sin", nodes["u_im"])
     f_re = mag * (cos * unit_re + sin * unit_im)
     f_im = mag * (sin * unit_re - cos * unit_im)
-    val_re = f_re * c["ds_re"] - f_im * c["ds_im"]
-    val_im = f_re * c["ds_im"] + f_im * c["ds_re"]
+    val_re = f_re * nodes["ds_re"] - f_im * nodes["ds_im"]
+    val_im = f_re * nodes["ds_im"] + f_im * nodes["ds_re"]
     return val_re, val_im
 
 
+def _cond(pred, true_fn, false_fn):
+    """``ops.cond``, but plain control flow when ``pred`` is concrete (eager).
+
+    Eager JAX would otherwise trace and compile both branches on every call;
+    under ``tf.function``, XLA and ``jax.jit``, ``bool`` of a symbolic value
+    raises ``TypeError`` and the compiled ``cond`` is used.
+    """
+    try:
+        concrete = bool(pred)
+    except TypeError:
+        return ops.cond(pred, true_fn, false_fn)
+    return true_fn() if concrete else false_fn()
+
+
+def _pass_fractions(settings, level: int) -> np.ndarray:
+    """Where the nodes of refinement pass ``level`` lie, as fractions of theta_max.
+
+    Pass 0 evaluates the midpoint nodes of M_{n0}, then the interior nodes of
+    T_{n0}: together, the interior nodes of T_{2 n0}. Pass r >= 1 adds the
+    midpoint nodes of M_n, n = n0 2^r, which turn T_n into T_{2n}.
+    """
+    n0 = settings["base_nodes"]
+    if level == 0:
+        return np.concatenate([(np.arange(n0) + 0.5) / n0, np.arange(1, n0) / n0])
+    n = n0 * 2**level
+    return (np.arange(n) + 0.5) / n
+
+
+def _evaluate_pass(c, padded_inv_d, fractions):
+    """Nodes u (re, im) and integrand values (re, im) of one pass, each (..., N)."""
+    nodes = _nodes(c, fractions)
+    val_re, val_im = _integrand(nodes, padded_inv_d)
+    return nodes["u_re"], nodes["u_im"], val_re, val_im
+
+
+def _relative_gap(trapezoid, midpoint, refined):
+    """|T_n - M_n| / |T_2n|: about twice T_n's relative error, far above T_2n's.
+
+    The trapezoid and midpoint errors of a geometrically convergent rule are
+    nearly equal and opposite, so their average T_2n has a much smaller one.
+    """
+    return ops.abs(trapezoid - midpoint) / ops.abs(refined)
+
+
 def log_partition_and_state(x):
-    """A(x) - gamma + sum log d for shifted logits, with what the mean needs."""
+    """A(x) - gamma + sum log d for shifted logits, with what the mean needs.
+
+    The trapezoid rule T_n on (-theta_max, theta_max) is refined by halving
+    its step: T_2n = (T_n + M_n) / 2 reuses all of T_n's nodes and adds the
+    midpoint rule's M_n. The first pass computes T_{2 n0}; each further pass
+    runs only if some row's |T_n - M_n| / |T_2n| still exceeds the tolerance
+    (a ``cond``, so shapes stay static under XLA and ``jax.jit``), and every
+    row then takes the finest rule computed.
+    """
     settings = _SETTINGS[compute_dtype(keras.backend.standardize_dtype(x.dtype))]
     c = _contour(x, settings)
-    val_re, val_im = _integrand(c)
-    # The integral is (1/2 pi i) of the full contour = (1/pi) * sum Im over the
-    # upper half, by conjugate symmetry.
-    integral = c["weight"] * ops.sum(val_im, axis=-1, keepdims=True)
+    padded_inv_d = _chunk_padded(c["inv_d"])
+    n0 = settings["base_nodes"]
+    # Conjugate symmetry: (1 / 2 pi i) times the whole contour is (1 / pi) times
+    # the sum of Im over theta > 0, plus half the theta = 0 node, where s = gamma,
+    # the integrand is exactly 1 and ds/dtheta = i m nu.
+    origin = 0.5 * _NU * c["scale"]
+    step_over_pi = c["theta_max"] / (n0 * math.pi)
+    first = _evaluate_pass(c, padded_inv_d, _pass_fractions(settings, 0))
+    midpoint = step_over_pi * ops.sum(first[3][..., :n0], axis=-1, keepdims=True)
+    trapezoid = step_over_pi * (
+        origin + ops.sum(first[3][..., n0:], axis=-1, keepdims=True)
+    )
+    integral = 0.5 * (trapezoid + midpoint)
+    gap = _relative_gap(trapezoid, midpoint, integral)
+    passes = [(None, None, first)]
+    for level in range(1, settings["levels"] + 1):
+        step_over_pi = 0.5 * step_over_pi  # the step of the current T_n
+        fractions = _pass_fractions(settings, level)
+        needed = ops.any(gap > settings["tolerance"])
+
+        def refine(integral=integral, gap=gap, step=step_over_pi, fractions=fractions):
+            new = _evaluate_pass(c, padded_inv_d, fractions)
+            midpoint = step * ops.sum(new[3], axis=-1, keepdims=True)
+            refined = 0.5 * (integral + midpoint)
+            # Only the rows that asked for it take the finer rule, so a row's
+            # value does not depend on the rest of the batch.
+            active = gap > settings["tolerance"]
+            new_gap = _relative_gap(integral, midpoint, refined)
+            return (
+                new,
+                active,
+                ops.where(active, refined, integral),
+                ops.where(active, new_gap, ops.zeros_like(gap)),
+            )
+
+        def skip(integral=integral, gap=gap, fractions=fractions):
+            zeros = ops.zeros_like(c["theta_max"] * ops.cast(fractions, gap.dtype))
+            return (zeros,) * 4, ops.zeros_like(gap) > 1.0, integral, gap
+
+        new, active, integral, gap = _cond(needed, refine, skip)
+        passes.append((needed, active, new))
     log_partition = c["gamma"] - c["sum_log_d"] + ops.log(integral)
-    return log_partition[..., 0], (c, val_re, val_im)
+    return log_partition[..., 0], (c, origin, passes)
 
 
 def mean_from_state(state):
     """E_CC[x] from the quadrature state of ``log_partition_and_state``."""
-    c, val_re, val_im = state
-    # mu_k is proportional to sum_j Im(val_j / (s_j - x_k)), and
-    # s_j - x_k = d_k w_jk with w = 1 + u/d of moderate size: dividing by w
-    # (not by s - x, whose square overflows for logits ~1e38 apart) and by d_k
-    # after the sum over nodes.
-    a, b = _factor_offsets(c, c["inv_d"])
-    vr = ops.expand_dims(val_re, -1)
-    vi = ops.expand_dims(val_im, -1)
-    w_re = 1.0 + a
-    q = (vi * w_re - vr * b) / (w_re * w_re + b * b)
-    mean = ops.sum(q, axis=-2) * c["inv_d"]
+    c, origin, passes = state
+    inv_d = c["inv_d"]
+
+    def pass_sum(evaluated):
+        # mu_k is proportional to sum_j Im(val_j / (s_j - x_k)) = sum_j
+        # Im(val_j / w_jk) / d_k, with w of moderate size (s - x itself
+        # squared would overflow for logits ~1e38 apart); 1/d_k after the sum.
+        u_re, u_im, val_re, val_im = evaluated
+        vr = ops.expand_dims(val_re, -1)
+        vi = ops.expand_dims(val_im, -1)
+        sums = []
+        for block in _class_blocks(inv_d.shape[-1], u_re.shape[-1]):
+            q_re, q_im = _reciprocal_factors(u_re, u_im, inv_d[..., block])
+            sums.append(ops.sum(vi * q_re + vr * q_im, axis=-2))
+        return sums[0] if len(sums) == 1 else ops.concatenate(sums, axis=-1)
+
+    # Every interior node of the finest rule has the same weight; the theta = 0
+    # node (w = 1, value i m nu) has half of it.
+    total = origin + pass_sum(passes[0][2])
+    for needed, active, evaluated in passes[1:]:
+        total = total + _cond(
+            needed,
+            lambda active=active, evaluated=evaluated: ops.where(
+                active, pass_sum(evaluated), 0.0
+            ),
+            lambda: ops.zeros_like(inv_d),
+        )
+    mean = total * inv_d
     # Dividing by the sum instead of the integral: the quadrature's error is
     # mostly common to all classes, so this removes it, and the mean sums to
     # one exactly (loss gradients then sum to zero).
     return mean / ops.sum(mean, axis=-1, keepdims=True)
+
+
+def _weighted_nodes(state):
+    """All computed nodes of each row as one (..., N) set, with their values.
+
+    Values of nodes a row did not take (its finer passes that ran for other
+    rows, and passes that did not run) are zeroed, so every node left has the
+    same quadrature weight, and the theta = 0 node (``origin``) half of it.
+    """
+    _, origin, passes = state
+    columns = []
+    for _, active, evaluated in passes:
+        u_re, u_im, val_re, val_im = evaluated
+        if active is not None:
+            val_re = ops.where(active, val_re, 0.0)
+            val_im = ops.where(active, val_im, 0.0)
+        columns.append((u_re, u_im, val_re, val_im))
+    return origin, [
+        ops.concatenate(parts, axis=-1) for parts in zip(*columns, strict=True)
+    ]
+
+
+def _first_moments(c, origin, u_re, u_im, val_re, val_im):
+    """1/(s - x_k) at every node (re, im; (..., N, K)), and the mean.
+
+    ``1/(s - x_k) = (1/d_k) / w`` with ``w = 1 + u/d`` of moderate size.
+    """
+    inv_d = c["inv_d"]
+    q_re, q_im = _reciprocal_factors(u_re, u_im, inv_d)
+    r_re, r_im = q_re * ops.expand_dims(inv_d, -2), q_im * ops.expand_dims(inv_d, -2)
+    vr, vi = ops.expand_dims(val_re, -1), ops.expand_dims(val_im, -1)
+    first = origin * inv_d + ops.sum(vi * r_re + vr * r_im, axis=-2)
+    total = ops.sum(first, axis=-1, keepdims=True)
+    return (r_re, r_im), first / total, total
+
+
+def _top_class(c):
+    """One-hot of the largest logit (x = 0, so the largest 1/d), (..., K)."""
+    inv_d = c["inv_d"]
+    return ops.one_hot(ops.argmax(inv_d, axis=-1), inv_d.shape[-1], dtype=inv_d.dtype)
+
+
+def covariance_from_state(state, full: bool = True):
+    """Cov_CC[x] (..., K, K), or its diagonal (..., K) with ``full=False``.
+
+    Second moments are the same contour integral with one more factor:
+    E[x_i x_j] = (1 + [i = j]) (1/2 pi i) \\oint e^s / ((s - x_i)(s - x_j)
+    prod (s - x)) ds / exp[x], a weighted sum over the nodes of
+    r_i r_j = 1/((s - x_i)(s - x_j)): O(N K^2) for the matrix, O(N K) for
+    the diagonal. Stability: when one class t dominates, its variance
+    E[x_t^2] - mu_t^2 is a difference of two numbers near 1; x_t = 1 - sum of
+    the others instead gives its row and column from the other classes'
+    covariances, which have no such cancellation.
+    """
+    c = state[0]
+    origin, (u_re, u_im, val_re, val_im) = _weighted_nodes(state)
+    (r_re, r_im), mean, total = _first_moments(c, origin, u_re, u_im, val_re, val_im)
+    vr, vi = ops.expand_dims(val_re, -1), ops.expand_dims(val_im, -1)
+    inv_d = c["inv_d"]
+    top = _top_class(c)
+    rest = 1.0 - top
+    if not full:
+        # Im(v r^2) for each class, and Im(v R^2) for R = sum of r over the
+        # other classes: E[(1 - x_t)^2] = sum_{i,j != t} E[x_i x_j].
+        diag = origin * inv_d * inv_d + ops.sum(
+            vi * (r_re * r_re - r_im * r_im) + 2.0 * vr * r_re * r_im, axis=-2
+        )
+        diag = diag / total
+        s_re = ops.sum(r_re * ops.expand_dims(rest, -2), axis=-1)
+        s_im = ops.sum(r_im * ops.expand_dims(rest, -2), axis=-1)
+        inv_d_rest = ops.sum(inv_d * rest, axis=-1)
+        pair_sum = origin[..., 0] * inv_d_rest * inv_d_rest + ops.sum(
+            val_im * (s_re * s_re - s_im * s_im) + 2.0 * val_re * s_re * s_im, axis=-1
+        )
+        rest_mean = ops.sum(mean * rest, axis=-1)
+        top_var = (pair_sum / total[..., 0] + ops.sum(diag * rest, axis=-1)) - (
+            rest_mean * rest_mean
+        )
+        var = 2.0 * diag - mean * mean
+        return ops.where(top > 0, ops.expand_dims(top_var, -1), var)
+    # sum_n Im(v_n r_ni r_nj) as real matrix products over the nodes.
+    t_re = ops.swapaxes(vi * r_re + vr * r_im, -1, -2)
+    t_im = ops.swapaxes(vr * r_re - vi * r_im, -1, -2)
+    second = ops.matmul(t_re, r_re) + ops.matmul(t_im, r_im)
+    second = (
+        origin[..., None] * ops.expand_dims(inv_d, -1) * ops.expand_dims(inv_d, -2)
+        + second
+    ) / ops.expand_dims(total, -1)
+    eye = ops.eye(inv_d.shape[-1], dtype=inv_d.dtype)
+    direct = second * (1.0 + eye) - ops.expand_dims(mean, -1) * ops.expand_dims(
+        mean, -2
+    )
+    # Keep the other classes' block; rebuild the top class's row, column and
+    # variance from x_t = 1 - sum of the others (rows of Cov sum to zero).
+    mask = ops.expand_dims(rest, -1) * ops.expand_dims(rest, -2)
+    block = direct * mask
+    row_sums = ops.sum(block, axis=-1)
+    top_col = ops.expand_dims(top, -2)
+    top_row = ops.expand_dims(top, -1)
+    return (
+        block
+        - ops.expand_dims(row_sums, -1) * top_col
+        - top_row * ops.expand_dims(row_sums, -2)
+        + ops.sum(row_sums, axis=-1)[..., None, None] * top_row * top_col
+    )

@@ -14,7 +14,7 @@ from keras import ops
 
 from keras_cc import _contour
 
-__all__ = ["cc_log_partition", "cc_mean"]
+__all__ = ["cc_covariance", "cc_log_partition", "cc_mean", "cc_variance"]
 
 
 def _prepare(logits, axis: int):
@@ -58,7 +58,7 @@ def _shift(z):
 
 def _nan_unless(finite, value):
     """Rows with a NaN or infinite logit get NaN, never a wrong finite number."""
-    if len(value.shape) > len(finite.shape):
+    while len(value.shape) > len(finite.shape):
         finite = ops.expand_dims(finite, -1)
     return ops.where(finite, value, ops.full_like(value, float("nan")))
 
@@ -139,11 +139,60 @@ def cc_mean(logits, axis: int = -1):
     >>> np.round(np.asarray(cc_mean(np.array([0.0, 0.0, 0.0]))), 6)
     array([0.333333, 0.333333, 0.333333])
     """
+    return _from_quadrature(logits, axis, _contour.mean_from_state)
+
+
+def cc_covariance(logits):
+    """Covariance of the continuous categorical, the Hessian of ``A``.
+
+    Computed from the same contour as ``cc_log_partition`` (second moments
+    are one more weighted sum over its nodes), in O(N K^2) time and O(K^2)
+    memory per row; no autodiff Jacobian.
+
+    Args:
+        logits: Floating tensor ``(..., K)`` of logits, classes last.
+
+    Returns:
+        A tensor ``(..., K, K)`` of the input dtype: symmetric, positive
+        semi-definite, rows summing to zero.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_cc.ops import cc_covariance
+    >>> np.round(np.asarray(cc_covariance(np.zeros(2))), 6)  # Uniform(0, 1)
+    array([[ 0.083333, -0.083333],
+           [-0.083333,  0.083333]])
+    """
+    return _from_quadrature(
+        logits, -1, lambda state: _contour.covariance_from_state(state, full=True)
+    )
+
+
+def cc_variance(logits, axis: int = -1):
+    """Variances of the continuous categorical (the Hessian's diagonal).
+
+    O(N K) per row, like the mean; the full matrix is never formed.
+
+    Args:
+        logits: Floating tensor of logits; the class axis has size ``K >= 2``.
+        axis: The class axis.
+
+    Returns:
+        A tensor of the same shape and dtype as ``logits``.
+    """
+    return _from_quadrature(
+        logits, axis, lambda state: _contour.covariance_from_state(state, full=False)
+    )
+
+
+def _from_quadrature(logits, axis: int, moment):
+    """``moment(state)`` of the row-wise quadrature, with the class axis put back."""
     z, in_dtype, axis_used = _prepare(logits, axis)
     rows, restore = _as_rows(z)
     x, _, finite = _shift(rows)
     _, state = _contour.log_partition_and_state(x)
-    mean = restore(_nan_unless(finite, _contour.mean_from_state(state)))
-    if axis_used != len(mean.shape) - 1:
-        mean = ops.moveaxis(mean, -1, axis_used)
-    return ops.cast(mean, in_dtype)
+    out = restore(_nan_unless(finite, moment(state)))
+    if axis_used != len(z.shape) - 1:
+        out = ops.moveaxis(out, -1, axis_used)
+    return ops.cast(out, in_dtype)

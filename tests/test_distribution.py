@@ -263,6 +263,26 @@ def test_covariance_matches_finite_differences_of_mean():
     np.testing.assert_allclose(cov.sum(-1), 0.0, atol=1e-12)
 
 
+def test_covariance_at_k1000_matches_finite_differences_of_mean():
+    # The contour's second moments at large K, column by column against
+    # central differences of cc_mean (float64, h = 1e-5: truncation ~h^2 and
+    # rounding ~1e-16 / h, both far below the tolerance).
+    rng = np.random.default_rng(1)
+    z = rng.normal(size=(1, 1000)) * 3
+    dist = _cc(z)
+    cov = dist.covariance().numpy()[0]
+    var = dist.variance().numpy()[0]
+    np.testing.assert_allclose(var, np.diagonal(cov), rtol=1e-9)
+    scale = np.sqrt(np.outer(var, var))
+    h = 1e-5
+    for k in [int(np.argmax(z)), int(np.argmin(z)), *rng.choice(1000, 3)]:
+        step = np.zeros(1000)
+        step[k] = h
+        fd = (cc_mean(z + step).numpy() - cc_mean(z - step).numpy())[0] / (2 * h)
+        assert np.max(np.abs(cov[:, k] - fd) / scale[:, k]) < 1e-6, k
+    np.testing.assert_allclose(cov.sum(-1), 0.0, atol=1e-15)
+
+
 def test_mean_entropy_and_mode():
     z = np.array([[0.0, 3.0, -1.0, 3.0], [5.0, 0.0, 0.0, 0.0]])
     dist = _cc(z)

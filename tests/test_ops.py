@@ -13,15 +13,18 @@ import keras
 import numpy as np
 import pytest
 from conftest import to_numpy, value_and_grad
-from reference import explicit_log_partition, log_partition_and_mean, regimes
+from reference import (
+    BAR,
+    error_ratios,
+    explicit_log_partition,
+    log_partition_and_mean,
+    random_rows,
+    regimes,
+    series_log_partition_and_mean,
+    sweep_errors,
+)
 
 from keras_cc.ops import cc_log_partition, cc_mean
-
-BAR = {
-    "float32": dict(a=1e-5, mean_abs=1e-5, mean_rel=1e-3),
-    "float64": dict(a=1e-12, mean_abs=1e-12, mean_rel=1e-9),
-}
-
 
 # K = 1000 with large spreads costs the reference ~10 s a row: keep a few.
 _K1000_CASES = (
@@ -75,6 +78,56 @@ def test_accuracy_bar(dtype, k):
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_accuracy_bar_k1000(dtype):
     _check_rows(dtype, 1000, _cases(1000))
+
+
+def test_randomised_sample_meets_the_bar():
+    # A seeded sample of the sweep in benchmarks/log_partition.py (which runs
+    # thousands of rows up to K = 2000): K log-uniform in 2..300, five shapes
+    # of logits, offsets up to 1e4, float32 and float64; value and gradient.
+    rows = random_rows(np.random.default_rng(2024), 240, k_max=300, k_grid=6)
+    results = sweep_errors(rows, lambda z: value_and_grad_rows(cc_log_partition, z))
+    failures = [r for r in results if not max(r[3:]) <= 1]
+    assert not failures, "\n".join(map(str, failures))
+
+
+def value_and_grad_rows(fn, z):
+    """Per-row values and the gradient of their sum."""
+    _, grad = value_and_grad(fn, z)
+    return to_numpy(fn(z)).astype(np.float64), grad.astype(np.float64)
+
+
+def test_vocabulary_size_k_meets_the_float32_bar():
+    # K = 12 000 runs through three class blocks of the (rows, N, K) work.
+    rng = np.random.default_rng(9)
+    z = np.stack(
+        [rng.normal(size=12000) * 3, np.where(np.arange(12000) == 5, 100.0, 0.0)]
+    ).astype("float32")
+    values, means = value_and_grad_rows(cc_log_partition, z)
+    for i in range(2):
+        ref = series_log_partition_and_mean(z[i].astype(np.float64))
+        assert max(error_ratios(values[i], means[i], *ref, "float32")) <= 1
+
+
+def test_longdouble_reference_agrees_with_mpmath():
+    # The sweep's fast reference against the mpmath series it vectorises.
+    rng = np.random.default_rng(8)
+    for k, sd in ((2, 1.0), (9, 10.0), (40, 100.0), (150, 30.0)):
+        z = rng.normal(size=k) * sd
+        a, mean = series_log_partition_and_mean(z)
+        a_mp, mean_mp = log_partition_and_mean(z)
+        assert abs(a - a_mp) <= 1e-15 * (1 + abs(a_mp))
+        np.testing.assert_allclose(mean, mean_mp, rtol=1e-14, atol=0)
+
+
+def test_a_row_does_not_depend_on_its_batch():
+    # Refinement passes run when any row needs them, but only the rows that
+    # asked take the finer rule.
+    rng = np.random.default_rng(6)
+    easy = rng.normal(size=(3, 30))
+    hard = np.concatenate([[0.0], -65 - rng.exponential(10, size=29)])
+    alone = to_numpy(cc_log_partition(easy))
+    together = to_numpy(cc_log_partition(np.concatenate([easy, hard[None]])))
+    np.testing.assert_array_equal(together[:3], alone)
 
 
 def test_random_float64_logits_not_on_a_grid():

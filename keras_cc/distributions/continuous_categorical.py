@@ -487,23 +487,15 @@ class ContinuousCategorical(distribution.AutoCompositeTensorDistribution):
         return cc_ops.cc_mean(self._logits_parameter_no_checks())
 
     def _covariance(self):
-        logits = self._logits_parameter_no_checks()
-        num_classes = tf.shape(logits)[-1]
-        # The Hessian of A is the Jacobian of the mean. Autodiff through
-        # cc_mean in float64 matches an mpmath Hessian to ~1e-13 relative
-        # (tests/test_distribution.py); float32 would lose digits on the
-        # variance of a dominant class, which is a difference of O(1) terms.
-        flat = tf.reshape(tf.cast(logits, tf.float64), tf.stack([-1, num_classes]))
-        with tf.GradientTape() as tape:
-            tape.watch(flat)
-            mean = cc_ops.cc_mean(flat)
-        jac = tape.batch_jacobian(mean, flat)
-        cov = 0.5 * (jac + tf.linalg.matrix_transpose(jac))
-        out_shape = ps.concat([ps.shape(logits), [num_classes]], axis=0)
-        return tf.cast(tf.reshape(cov, out_shape), self.dtype)
+        # From the contour's nodes (keras_cc.ops.cc_covariance), in float64 so
+        # a float32 distribution's moments are exact to its own precision.
+        logits = tf.cast(self._logits_parameter_no_checks(), tf.float64)
+        return tf.cast(cc_ops.cc_covariance(logits), self.dtype)
 
     def _variance(self):
-        return tf.linalg.diag_part(self._covariance())
+        # The diagonal alone, O(N K) per row: the matrix is never formed.
+        logits = tf.cast(self._logits_parameter_no_checks(), tf.float64)
+        return tf.cast(cc_ops.cc_variance(logits), self.dtype)
 
     def _entropy(self):
         z, _ = _shift_logits(self._logits_parameter_no_checks())
