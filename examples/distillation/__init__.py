@@ -1,0 +1,25 @@
+"""Knowledge distillation with the continuous categorical (CC-KD vs Hinton KD).
+
+A CNN teacher (the MNIST-1D CNN of ``examples.label_smoothing``) is distilled
+into a small MLP student on MNIST-1D in three ways:
+
+- ``hard``: the student trained on the hard labels only;
+- ``hinton``: Hinton et al. (2015): cross-entropy to ``softmax(teacher / T)``
+  on the student's logits divided by T, scaled by T², mixed with the
+  hard-label cross-entropy;
+- ``cc``: CC-KD: the continuous-categorical negative log-likelihood of the
+  same soft targets (``keras_cc.losses.ContinuousCategoricalCrossentropy``),
+  with the same scaling and mixing.
+
+Modules:
+    distiller: the ``Distiller`` model (the keras.io convention) and the
+        distillation losses of each method.
+    train: one run (teacher or student), a dataclass config and its CLI.
+    study: the grid over temperature x mixing weight x seeds, validation
+        selection, the summary tables and the plots.
+
+Importing this package does not import Keras, so the CLIs can pick the
+backend before Keras is loaded.
+"""
+
+METHODS: tuple[str, ...] = ("hard", "hinton", "cc")
