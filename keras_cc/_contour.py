@@ -5,7 +5,7 @@ This module is the numerical core of keras_cc. Everything is written with
 runs unchanged on the TensorFlow, JAX and PyTorch backends, eagerly, inside
 ``tf.function`` and under XLA.
 
-Math (see docs/numerics.md for the full derivation and the error table).
+Math (see docs/numerics.md for the full derivation and the error tables).
 For logits ``z`` (K of them) the CC log-partition is
 
     A(z) = log exp[z_1, ..., z_K] = log (1 / 2 pi i) \\oint e^s / prod_k (s - z_k) ds,
@@ -19,62 +19,81 @@ along a modified Talbot contour
 fitted to the integrand: it crosses the real axis at the saddle point
 ``gamma`` of ``e^s / prod (s - x_k)`` (the root of ``sum 1/(gamma - x_k) = 1``),
 and ``m = 1 / sum 1/(gamma - x_k)^2`` matches the curvature there, so along the
-contour the integrand is nearly real and positive (no cancellation). For
-exact ties Talbot's curve *is* the path of steepest descent. The midpoint rule
-in ``theta`` then converges geometrically. The contour is truncated where the
-integrand is provably negligible (``Re s < gamma - L``), which also keeps it
-away from far clusters of logits where the integrand would blow up.
+contour the integrand is nearly real and positive (no cancellation). The
+trapezoid rule in ``theta`` converges geometrically; the contour is truncated
+where the integrand is provably negligible (``Re s < gamma - L``).
 
-The gradient of ``A`` is the CC mean, computed from the same quadrature nodes:
+Error control: every row first gets the trapezoid rule ``T_2n0`` (whose nodes
+split into ``M_n0`` and ``T_n0``), and ``|T_n0 - M_n0| / |T_2n0|`` estimates
+its error. Rows above the tolerance are gathered, in blocks of a fixed size,
+and recomputed with a fine rule. The gathering is a loop over as many blocks
+as there are hard rows, so a batch pays only for the rows that need it, shapes
+stay static under XLA and ``jax.jit``, and no row's value depends on the rest
+of its batch beyond which rule it would have taken anyway.
+
+The gradient of ``A`` is the CC mean, computed from the same nodes:
 
     mu_k = (1 / 2 pi i) \\oint e^s / ((s - x_k) prod_i (s - x_i)) ds / exp[x].
 
 Every factor is formed as ``w = (s - x_k) / (gamma - x_k) = 1 + (s - gamma)/d_k``
-and multiplied in the form ``1 + eps``, in chunks whose magnitudes are taken
-through ``log1p``, so far logits contribute tiny, accurately computed terms
-and no product can overflow.
+and multiplied in the form ``1 + eps``, in chunks of 16 whose magnitudes are
+taken through ``log1p``, so far logits contribute tiny, accurately computed
+terms and no product can overflow.
+
+Layout: work tensors are class-major, ``(K, rows)``, ``(nodes, rows)`` and
+``(chunks, nodes, rows)``, and the products over a chunk and the sums over the
+nodes are unrolled into elementwise updates. XLA then fuses each of them into
+a single loop that never materialises a ``(K, nodes, rows)`` tensor: the op
+is compute-bound instead of memory-bound, and memory stays ``O(K rows)``.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any, NamedTuple
 
 import keras
 import numpy as np
 from keras import ops
 
-# Quadrature settings per compute dtype (benchmarks/log_partition.py tunes
-# them against the mpmath-checked reference on a randomised sweep):
-#   base_nodes: n0; the first pass evaluates the 2 n0 - 1 interior nodes of
-#     the trapezoid rule T_{2 n0}, which split into M_{n0} and T_{n0};
-#   levels: at most this many refinements, each halving the step;
-#   tolerance: accept T_{2n} once |T_n - M_n| <= tolerance * |T_{2n}|;
+Tensor = Any
+
+# Quadrature settings per compute dtype (benchmarks/log_partition.py checks
+# them against the longdouble and mpmath references on a randomised sweep):
+#   base_nodes: n0; every row gets the 2 n0 - 1 interior nodes of T_{2 n0};
+#   fine_nodes: n_f; rows whose estimate exceeds the tolerance get T_{n_f};
+#   tolerance: accept T_{2 n0} once |T_n0 - M_n0| <= tolerance * |T_{2 n0}|;
 #   cut: truncate where Re s < gamma - cut (the integrand is below e^-cut);
 #   width: truncate at `width` Gaussian widths of the saddle;
 #   min_scale: lower bound on m, which keeps the contour clear of far poles.
 _SETTINGS = {
     "float32": dict(
-        base_nodes=8, levels=2, tolerance=3e-3, cut=30.0, width=11.0, min_scale=2.0
+        base_nodes=8, fine_nodes=64, tolerance=3e-3, cut=30.0, width=11.0, min_scale=2.0
     ),
     "float64": dict(
-        base_nodes=16, levels=3, tolerance=1e-7, cut=80.0, width=16.0, min_scale=8.0
+        base_nodes=16,
+        fine_nodes=256,
+        tolerance=1e-7,
+        cut=80.0,
+        width=20.0,
+        min_scale=8.0,
     ),
 }
 # nu > 1 widens the contour's asymptote (Weideman's modified Talbot contour),
 # giving clearance above far clusters of logits.
 _NU = 1.5
-_NEWTON_STEPS = 8
+# Newton from gamma = 1 is within 1e-5 of the root after 5 steps on every
+# regime we test (4e-3 after 4); the contour needs it only roughly.
+_NEWTON_STEPS = 5
 _THETA_NEWTON_STEPS = 6
-# Factors multiplied per complex logarithm (a power of two; 16 bounded
-# factors cannot overflow float32, and fewer, larger chunks are faster).
+# Factors multiplied per complex logarithm: 16 bounded factors cannot
+# overflow float32.
 _CHUNK = 16
-
-
-# Largest number of (node, class) pairs per row in one block of the (rows, N,
-# K) work tensors. For large K the products and the mean are built block by
-# block along the classes, so memory grows with N * block, not N * K; below
-# the bound (K <= 1000 at up to 64 nodes) there is a single block.
-_BLOCK_ELEMENTS = 1 << 16
+# Rows recomputed together with the fine rule. Small enough that a batch with
+# a few hard rows pays little; large enough to keep the loop short.
+_FINE_BLOCK = 32
+# Node sums up to this length are unrolled (fast, fused); longer ones loop.
+_UNROLLED_NODES = 32
 
 
 def keep_f64(name: str, *args):
@@ -99,20 +118,96 @@ def keep_f64(name: str, *args):
     return getattr(ops, name)(*args)
 
 
+# Cody-Waite split of pi/2 for float32 (the first part has 8 significant
+# bits, so k * part is exact for |k| < 2^16) and Cephes' minimax
+# polynomials for sin and cos on [-pi/4, pi/4] (about 1 ulp).
+_PIO2_PARTS = (1.5703125, 4.837512969970703125e-4, 7.54978995489188216e-8)
+_SIN_COEFFS = (-1.6666654611e-1, 8.3321608736e-3, -1.9515295891e-4)
+_COS_COEFFS = (4.166664568298827e-2, -1.388731625493765e-3, 2.443315711809948e-5)
+
+
+def sin_cos(x):
+    """(sin x, cos x), elementwise.
+
+    In float32 by range reduction and polynomials written with ``ops``, so
+    XLA vectorises them: its CPU ``sin``/``cos`` are scalar library calls,
+    about 10 ns each, which made them a third of the op's cost at K = 10.
+    Accurate to a few ulp for |x| < 1e4 (the op's angles stay below ~3e3).
+    float64 uses the backend's functions.
+    """
+    if keras.backend.standardize_dtype(x.dtype) == "float64":
+        return keep_f64("sin", x), keep_f64("cos", x)
+    k = ops.round(x * (2.0 / math.pi))
+    r = x
+    for part in _PIO2_PARTS:
+        r = r - k * part
+    r2 = r * r
+    c3, c5, c7 = _SIN_COEFFS
+    sin_r = r + r * r2 * (c3 + r2 * (c5 + r2 * c7))
+    c4, c6, c8 = _COS_COEFFS
+    cos_r = 1.0 - 0.5 * r2 + r2 * r2 * (c4 + r2 * (c6 + r2 * c8))
+    quadrant = k - 4.0 * ops.floor(k * 0.25)  # k mod 4, in {0, 1, 2, 3}
+    swap = (quadrant == 1.0) | (quadrant == 3.0)
+    sin_x = ops.where(swap, cos_r, sin_r)
+    cos_x = ops.where(swap, sin_r, cos_r)
+    sin_x = ops.where(quadrant >= 2.0, -sin_x, sin_x)
+    cos_x = ops.where((quadrant == 1.0) | (quadrant == 2.0), -cos_x, cos_x)
+    return sin_x, cos_x
+
+
 def compute_dtype(dtype: str) -> str:
     """The dtype the op computes in: float64 stays, everything else is float32."""
     return "float64" if dtype == "float64" else "float32"
 
 
+class Contour(NamedTuple):
+    """The integration contour of each row (rows first)."""
+
+    inv_d: Tensor  # (R, K): 1 / (gamma - x_k)
+    log_d_coarse: Tensor  # (R, 1): sum_k log(gamma - x_k) in multiples of 2^-10
+    log_d_rest: Tensor  # (R, 1): the remainder of that sum
+    gamma: Tensor  # (R, 1): the saddle point
+    scale: Tensor  # (R, 1): m, the contour's scale
+    theta_max: Tensor  # (R, 1): truncation of the contour
+
+
+class Rule(NamedTuple):
+    """A trapezoid rule's interior nodes on a set of rows, and the integrand there.
+
+    All nodes have the same weight ``weight``; the theta = 0 node, where
+    ``s = gamma`` and the integrand is exactly ``i m nu``, has half of it and
+    enters through ``origin``.
+    """
+
+    u_re: Tensor  # (R, N): s - gamma at the nodes
+    u_im: Tensor
+    val_re: Tensor  # (R, N): e^{s - gamma} prod_k d_k / (s - x_k) ds/dtheta
+    val_im: Tensor
+    origin: Tensor  # (R, 1): half the theta = 0 node's value, m nu / 2
+    weight: Tensor  # (R, 1): theta_max / (n pi)
+
+
+class Quadrature(NamedTuple):
+    """What the moments need: the coarse rule on every row, and which rows to refine."""
+
+    contour: Contour
+    coarse: Rule
+    fine_order: Tensor  # (R + block,) int: row indices, refined rows first, padded
+    fine_blocks: Tensor  # scalar int: how many blocks of fine_order are refined
+    fine_values: tuple  # (R, n_f - 1) each: the fine rule's integrand (re, im)
+    block: int  # rows per block
+    settings: dict
+
+
 def _saddle_point(x):
-    """Root gamma > 0 of sum_k 1/(gamma - x_k) = 1 for x <= 0 with max x = 0.
+    """Root gamma > 0 of sum_k 1/(gamma - x_k) = 1 for x (R, K) <= 0 with max 0.
 
     Newton's method on 1/S(gamma) - 1, which is exact for ties and for a single
     dominant logit and converges in a few steps in between. The exact root is
     not needed (any gamma > 0 gives an exact contour); it only makes the
     contour well conditioned.
     """
-    gamma = ops.ones_like(x[..., :1])
+    gamma = ops.ones_like(x[:, :1])
     for _ in range(_NEWTON_STEPS):
         inv_d = 1.0 / (gamma - x)
         s1 = ops.sum(inv_d, axis=-1, keepdims=True)
@@ -127,20 +222,20 @@ def _theta_where_cot_is(v):
     r = ops.sqrt(3.0 * (1.0 - v))
     theta = ops.where(v > -1.0, r / (1.0 + 0.2 * r), math.pi * (1.0 - 1.0 / (1.0 - v)))
     for _ in range(_THETA_NEWTON_STEPS):
-        sin, cos = keep_f64("sin", theta), keep_f64("cos", theta)
+        sin, cos = sin_cos(theta)
         f = theta * cos / sin - v
         df = cos / sin - theta / (sin * sin)
         theta = ops.clip(theta - f / df, 0.5 * theta, 0.5 * (theta + math.pi))
     return theta
 
 
-def _contour(x, settings):
-    """The contour fitted to shifted logits x (..., K) with max 0.
+def _pad_axis0(t, size: int, value: float):
+    pad = [(0, size - t.shape[0])] + [(0, 0)] * (len(t.shape) - 1)
+    return ops.pad(t, pad, constant_values=value)
 
-    Returns a dict of (..., 1) tensors: the saddle ``gamma``, the scale ``m``,
-    the truncation ``theta_max``, the sum of ``log d``; and the inverse
-    distances ``inv_d`` (..., K).
-    """
+
+def _contour(x, settings) -> Contour:
+    """The contour fitted to shifted logits ``x`` (R, K), max 0 per row."""
     gamma = _saddle_point(x)
     d = gamma - x
     inv_d = 1.0 / d
@@ -150,347 +245,334 @@ def _contour(x, settings):
     theta_max = keep_f64(
         "minimum", theta_cut, settings["width"] / (_NU * ops.sqrt(scale))
     )
-    return dict(
-        gamma=gamma,
+    # sum log d is large (about log (K-1)! for wide rows) and cancels against
+    # max z in the final value: split each term into a multiple of 2^-10,
+    # whose sum is exact, and a small remainder, so the sum adds no rounding
+    # beyond the result's own.
+    log_d = ops.log(d)
+    coarse = ops.round(log_d * 1024.0) / 1024.0
+    return Contour(
         inv_d=inv_d,
-        sum_log_d=ops.sum(ops.log(d), axis=-1, keepdims=True),
+        log_d_coarse=ops.sum(coarse, axis=-1, keepdims=True),
+        log_d_rest=ops.sum(log_d - coarse, axis=-1, keepdims=True),
+        gamma=gamma,
         scale=scale,
         theta_max=theta_max,
     )
 
 
-def _nodes(c, fractions):
-    """Nodes at theta = theta_max * fractions (a static array), each (..., N).
-
-    ``u = s - gamma`` and ``ds/dtheta``, as (re, im) pairs, on
-    s = (gamma - m) + m (theta cot theta + i nu theta).
-    """
-    theta = c["theta_max"] * ops.cast(fractions, c["theta_max"].dtype)
-    sin, cos = keep_f64("sin", theta), keep_f64("cos", theta)
-    cot = cos / sin
-    scale = c["scale"]
-    return dict(
-        u_re=scale * (theta * cot - 1.0),
-        u_im=scale * _NU * theta,
-        ds_re=scale * (cot - theta / (sin * sin)),
-        ds_im=scale * _NU * ops.ones_like(theta),
-    )
-
-
-def _multiply_pairs(a, b, one_plus: bool, axis: int):
-    """Multiply the two halves of ``axis``: complex numbers ``a + i b``.
-
-    With ``one_plus`` the numbers are ``1 + a + i b`` and the product is
-    returned in the same form, ``(1 + e1)(1 + e2) = 1 + (e1 + e2 + e1 e2)``,
-    which keeps factors close to one exact to their own relative precision.
-    """
-    half = a.shape[axis] // 2
-    a1, a2 = _halves(a, half, axis)
-    b1, b2 = _halves(b, half, axis)
-    if one_plus:
-        return a1 + a2 + (a1 * a2 - b1 * b2), b1 + b2 + (a1 * b2 + a2 * b1)
+def _multiply_halves(a, b):
+    """Multiply the two halves of axis 0, complex numbers ``a + i b``."""
+    half = a.shape[0] // 2
+    a1, a2, b1, b2 = a[:half], a[half:], b[:half], b[half:]
     return a1 * a2 - b1 * b2, a1 * b2 + a2 * b1
 
 
-def _halves(t, half: int, axis: int):
-    if axis == -1:
-        # Split the minor axis as (2, half) so each half is one contiguous
-        # block: strided minor-axis slices are slow under XLA on CPU.
-        t = ops.reshape(t, (-1, t.shape[-2], 2, half))
-        return t[..., 0, :], t[..., 1, :]
-    return t[..., :half, :], t[..., half:, :]
+def _materialized(*tensors, like):
+    """``tensors`` divided by a runtime 1.0 (of the shape of ``like``).
 
-
-def _pad_last(t, size: int, value: float):
-    pad = [(0, 0)] * (len(t.shape) - 1) + [(0, size - t.shape[-1])]
-    return ops.pad(t, pad, constant_values=value)
-
-
-def _log_product(a, b):
-    """prod_k (1 + a_k + i b_k) over the last axis, as exp(log_mag) * unit.
-
-    Returns ``log_mag`` and the unit-modulus direction ``(unit_re, unit_im)``.
-    Factors are multiplied in chunks of ``_CHUNK`` (in the ``1 + eps`` form, so
-    the many factors close to one, from far logits, keep their accuracy; a
-    chunk of bounded factors cannot overflow), each chunk contributes one
-    ``log1p`` to the magnitude, and the chunks' directions are multiplied in a
-    tree. No ``atan2`` or per-factor logarithm is needed: both are slow,
-    scalar library calls under XLA on CPU, and they were the cost.
+    XLA duplicates cheap elementwise producers into each of their consumers,
+    so a long fused chain (the chunk products, the mean's sum over nodes)
+    read by several consumers would be recomputed by each. A division is
+    "expensive" to XLA and is not duplicated; dividing by exactly 1.0 (x / x
+    for a finite x, which the compiler cannot fold away) changes no bit.
     """
-    size = a.shape[-1]
+    one = like / like
+    return tuple(t / one for t in tensors)
+
+
+def _log_product(u_re, u_im, inv_d):
+    """prod_k w_k = prod_k (1 + u / d_k) at every node, as exp(log_mag) * unit.
+
+    ``u`` is (R, N) and ``inv_d`` (R, K). Returns ``log_mag`` and the
+    direction ``(unit_re, unit_im)``, each (R, N). The work is class-major:
+    within a chunk of 16 classes the factors are multiplied one after the
+    other in the ``1 + eps`` form, unrolled, so XLA fuses the whole chunk
+    product into one elementwise loop over (chunks, N, R) that reads only
+    ``u`` and ``1/d``; each chunk contributes one ``log1p`` to the magnitude,
+    and the chunks' directions are multiplied in a tree. No ``atan2`` or
+    per-factor logarithm: both are slow scalar library calls under XLA on CPU.
+    """
+    size = inv_d.shape[-1]
+    # (1, N, R) nodes against (K, 1, R) classes.
+    u_re, u_im = ops.transpose(u_re)[None], ops.transpose(u_im)[None]
+    inv_d = ops.transpose(inv_d)[:, None]
     if size is None:
-        # K unknown while tracing: no static chunking; one log1p and atan2 per
-        # factor instead (slower, equally accurate).
-        log_mag = 0.5 * ops.sum(ops.log1p(a * (2.0 + a) + b * b), axis=-1)
-        phase = ops.sum(keep_f64("arctan2", b, 1.0 + a), axis=-1)
-        return log_mag, keep_f64("cos", phase), keep_f64("sin", phase)
-    # The caller pads K to a multiple of _CHUNK (zeros: factors of one).
-    chunks = size // _CHUNK
-    # Chunk members are laid out along a major axis, so each halving slices
-    # contiguous memory.
-    shape = (-1, a.shape[-2], _CHUNK, chunks)
-    a = ops.reshape(a, shape)
-    b = ops.reshape(b, shape)
-    while a.shape[-2] > 1:
-        a, b = _multiply_pairs(a, b, one_plus=True, axis=-2)
-    a, b = a[..., 0, :], b[..., 0, :]
+        # K unknown while tracing: one log1p and atan2 per factor instead
+        # (slower, equally accurate).
+        a, b = u_re * inv_d, u_im * inv_d
+        log_mag = 0.5 * ops.sum(ops.log1p(a * (2.0 + a) + b * b), axis=0)
+        phase = ops.sum(keep_f64("arctan2", b, 1.0 + a), axis=0)
+        return (
+            ops.transpose(log_mag),
+            ops.transpose(keep_f64("cos", phase)),
+            ops.transpose(keep_f64("sin", phase)),
+        )
+    if size % _CHUNK:
+        # Zeros make factors of exactly one; padding the major axis is cheap.
+        inv_d = _pad_axis0(inv_d, -(-size // _CHUNK) * _CHUNK, 0.0)
+    chunks = inv_d.shape[0] // _CHUNK
+    # (CHUNK, chunks, 1, R): member j of every chunk is one contiguous slice.
+    members = ops.reshape(inv_d, (_CHUNK, chunks, 1, -1))
+    a, b = u_re * members[0], u_im * members[0]
+    for j in range(1, _CHUNK):
+        # (1 + e)(1 + f) = 1 + e + f (1 + e) with f = u / d_j.
+        p_re = u_re * (1.0 + a) - u_im * b
+        p_im = u_im * (1.0 + a) + u_re * b
+        a, b = a + members[j] * p_re, b + members[j] * p_im
+    a, b = _materialized(a, b, like=u_im[..., :1, :])
     norm2_minus_1 = a * (2.0 + a) + b * b
     # A chunk product far below one (the contour passing near a cluster of
     # poles) has a ~ -1, where a (2 + a) + b^2 cancels: take |1 + a + ib|^2
     # directly there (log1p of a value <= -1 would be NaN).
     small = norm2_minus_1 < -0.5
     norm2 = ops.where(small, (1.0 + a) * (1.0 + a) + b * b, 1.0 + norm2_minus_1)
-    log_norm2 = ops.where(small, ops.log(norm2), ops.log1p(norm2_minus_1))
-    log_mag = 0.5 * ops.sum(log_norm2, axis=-1)
-    inv_norm = ops.rsqrt(norm2)
-    unit_re, unit_im = (1.0 + a) * inv_norm, b * inv_norm
+    # log1p(norm2 - 1) with one log: log(u) for the rounded u = 1 + (norm2 - 1),
+    # corrected by the rounding error (norm2 - 1) - (u - 1), divided by u
+    # (Goldberg's log1p; log and log1p both cost a library call under XLA).
+    correction = ops.where(small, 0.0, (norm2_minus_1 - (norm2 - 1.0)) / norm2)
+    log_norm2 = ops.log(norm2) + correction
+    log_mag = 0.5 * ops.sum(log_norm2, axis=0)
+    # sqrt and a division: rsqrt is a slow scalar call under XLA on CPU.
+    norm = ops.sqrt(norm2)
+    unit_re, unit_im = (1.0 + a) / norm, b / norm
     width = 1 << (chunks - 1).bit_length()
     if width > chunks:
-        unit_re = _pad_last(unit_re, width, 1.0)
-        unit_im = _pad_last(unit_im, width, 0.0)
-    while unit_re.shape[-1] > 1:
-        unit_re, unit_im = _multiply_pairs(unit_re, unit_im, one_plus=False, axis=-1)
-    return log_mag, unit_re[..., 0], unit_im[..., 0]
+        unit_re = _pad_axis0(unit_re, width, 1.0)
+        unit_im = _pad_axis0(unit_im, width, 0.0)
+    while unit_re.shape[0] > 1:
+        unit_re, unit_im = _multiply_halves(unit_re, unit_im)
+    return (
+        ops.transpose(log_mag),
+        ops.transpose(unit_re[0]),
+        ops.transpose(unit_im[0]),
+    )
 
 
-def _factor_offsets(nodes, inv_d):
-    """w_jk - 1 = u_j / d_k as (real, imaginary) parts, shape (..., N, K)."""
-    a = ops.expand_dims(nodes["u_re"], -1) * ops.expand_dims(inv_d, -2)
-    b = ops.expand_dims(nodes["u_im"], -1) * ops.expand_dims(inv_d, -2)
-    return a, b
+def _nodes(contour: Contour, fractions: np.ndarray):
+    """Nodes at theta = theta_max * fractions: u = s - gamma and ds/dtheta.
 
-
-def _chunk_padded(inv_d):
-    """1/d padded with zeros (factors of exactly one) to a multiple of _CHUNK.
-
-    Padding the small (rows, K) tensor, not the (rows, N, K) factors: padding
-    the minor axis of the large tensors is slow under XLA.
+    s = (gamma - m) + m (theta cot theta + i nu theta); each part is (R, N).
     """
-    size = inv_d.shape[-1]
-    if size is None or size % _CHUNK == 0:
-        return inv_d
-    return _pad_last(inv_d, -(-size // _CHUNK) * _CHUNK, 0.0)
+    theta = contour.theta_max * ops.cast(fractions[None], contour.theta_max.dtype)
+    sin, cos = sin_cos(theta)
+    cot = cos / sin
+    scale = contour.scale
+    u_re = scale * (theta * cot - 1.0)
+    u_im = scale * _NU * theta
+    ds_re = scale * (cot - theta / (sin * sin))
+    return u_re, u_im, ds_re, scale * _NU
 
 
-def _reciprocal_factors(u_re, u_im, inv_d):
-    """1 / w_jk = d_k / (s_j - x_k) as (real, imaginary) parts, (..., N, K)."""
-    a, b = _factor_offsets(dict(u_re=u_re, u_im=u_im), inv_d)
-    w_re = 1.0 + a
-    inv_norm2 = 1.0 / (w_re * w_re + b * b)
-    return w_re * inv_norm2, -b * inv_norm2
+def _rule(
+    contour: Contour, fractions: np.ndarray, nodes_per_side: int, values=None
+) -> Rule:
+    """Rule with nodes at theta = theta_max * fractions, step theta_max / n.
 
-
-def _class_blocks(size: int | None, nodes: int) -> list[slice]:
-    """Static slices of the class axis, multiples of _CHUNK except the last."""
-    if size is None:
-        return [slice(None)]
-    block = max(_CHUNK, _BLOCK_ELEMENTS // nodes // _CHUNK * _CHUNK)
-    return [slice(start, min(start + block, size)) for start in range(0, size, block)]
-
-
-def _integrand(nodes, padded_inv_d):
-    """Integrand e^{s - gamma} prod_k d_k / (s - x_k) * ds/dtheta, (re, im) (..., N)."""
-    log_mag = unit_re = unit_im = None
-    for block in _class_blocks(padded_inv_d.shape[-1], nodes["u_re"].shape[-1]):
-        offsets = _factor_offsets(nodes, padded_inv_d[..., block])
-        part = _log_product(*offsets)
-        if log_mag is None:
-            log_mag, unit_re, unit_im = part
-        else:
-            log_mag = log_mag + part[0]
-            unit_re, unit_im = (
-                unit_re * part[1] - unit_im * part[2],
-                unit_re * part[2] + unit_im * part[1],
-            )
-    mag = ops.exp(nodes["u_re"] - log_mag)
-    # e^{i u_im} / unit = e^{i u_im} * conj(unit).
-    cos, sin = keep_f64("cos", nodes["u_im"]), keep_f64("sin", nodes["u_im"])
-    f_re = mag * (cos * unit_re + sin * unit_im)
-    f_im = mag * (sin * unit_re - cos * unit_im)
-    val_re = f_re * nodes["ds_re"] - f_im * nodes["ds_im"]
-    val_im = f_re * nodes["ds_im"] + f_im * nodes["ds_re"]
-    return val_re, val_im
-
-
-def _cond(pred, true_fn, false_fn):
-    """``ops.cond``, but plain control flow when ``pred`` is concrete (eager).
-
-    Eager JAX would otherwise trace and compile both branches on every call;
-    under ``tf.function``, XLA and ``jax.jit``, ``bool`` of a symbolic value
-    raises ``TypeError`` and the compiled ``cond`` is used.
+    ``values`` (val_re, val_im), when given, are the integrand at these nodes
+    computed before, and only the cheap node positions are recomputed.
     """
-    try:
-        concrete = bool(pred)
-    except TypeError:
-        return ops.cond(pred, true_fn, false_fn)
-    return true_fn() if concrete else false_fn()
+    u_re, u_im, ds_re, ds_im = _nodes(contour, fractions)
+    if values is None:
+        log_mag, unit_re, unit_im = _log_product(u_re, u_im, contour.inv_d)
+        mag = ops.exp(u_re - log_mag)
+        # e^{i u_im} / unit = e^{i u_im} * conj(unit).
+        sin_u, cos_u = sin_cos(u_im)
+        f_re = mag * (cos_u * unit_re + sin_u * unit_im)
+        f_im = mag * (sin_u * unit_re - cos_u * unit_im)
+        values = (f_re * ds_re - f_im * ds_im, f_re * ds_im + f_im * ds_re)
+    return Rule(
+        u_re=u_re,
+        u_im=u_im,
+        val_re=values[0],
+        val_im=values[1],
+        origin=0.5 * _NU * contour.scale,
+        weight=contour.theta_max / (nodes_per_side * math.pi),
+    )
 
 
-def _pass_fractions(settings, level: int) -> np.ndarray:
-    """Where the nodes of refinement pass ``level`` lie, as fractions of theta_max.
+def _integral(rule: Rule):
+    """(1 / 2 pi i) times the contour integral: by conjugate symmetry, the
+    weighted sum of Im over theta > 0 plus half the theta = 0 node."""
+    return rule.weight * (rule.origin + ops.sum(rule.val_im, axis=-1, keepdims=True))
 
-    Pass 0 evaluates the midpoint nodes of M_{n0}, then the interior nodes of
-    T_{n0}: together, the interior nodes of T_{2 n0}. Pass r >= 1 adds the
-    midpoint nodes of M_n, n = n0 2^r, which turn T_n into T_{2n}.
+
+def _log_partition(contour: Contour, rule: Rule):
+    """A(x) for the shifted logits, (R, 1), split into (exact part, small part)."""
+    small = contour.gamma - contour.log_d_rest + ops.log(_integral(rule))
+    return -contour.log_d_coarse, small
+
+
+def _fine_rule(contour: Contour, settings, values=None) -> Rule:
+    n = settings["fine_nodes"]
+    return _rule(contour, np.arange(1, n) / n, n, values)
+
+
+def _gather(contour: Contour, index) -> Contour:
+    return Contour(*(ops.take(t, index, axis=0) for t in contour))
+
+
+def _block_index(quad: Quadrature, i):
+    return ops.slice(quad.fine_order, (i * quad.block,), (quad.block,))
+
+
+def _concrete_int(t) -> int | None:
+    """``t`` as a Python int when its value is known (eager), else None."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        if not tf.executing_eagerly():
+            return None
+    elif backend == "jax":
+        import jax
+
+        if isinstance(t, jax.core.Tracer):
+            return None
+    return int(ops.convert_to_numpy(t))
+
+
+def _loop(count, body, state):
+    """``state = body(i, state)`` for i < count: plain Python when ``count``
+    is concrete (eager), a ``while_loop`` when traced, so shapes stay static
+    under XLA and ``jax.jit`` and a batch pays only for the blocks it has."""
+    blocks = _concrete_int(count)
+    if blocks is None:  # symbolic (tf.function, XLA, jax.jit)
+        _, state = ops.while_loop(
+            lambda i, _: i < count,
+            lambda i, state: (i + 1, body(i, state)),
+            (ops.zeros((), "int32"), state),
+        )
+        return state
+    for i in range(blocks):
+        state = body(i, state)
+    return state
+
+
+def _over_fine_blocks(quad: Quadrature, coarse_rows, fine_rows):
+    """Row-major results of the coarse rule, with refined rows replaced.
+
+    ``coarse_rows`` (R, ...) holds every row's coarse-rule result;
+    ``fine_rows(contour, rule)`` gives the fine-rule result (B, ...) of a
+    gathered block, from the integrand values the forward pass stored.
     """
-    n0 = settings["base_nodes"]
-    if level == 0:
-        return np.concatenate([(np.arange(n0) + 0.5) / n0, np.arange(1, n0) / n0])
-    n = n0 * 2**level
-    return (np.arange(n) + 0.5) / n
 
+    def body(i, result):
+        index = _block_index(quad, i)
+        contour = _gather(quad.contour, index)
+        values = tuple(ops.take(t, index, axis=0) for t in quad.fine_values)
+        update = fine_rows(contour, _fine_rule(contour, quad.settings, values))
+        return ops.scatter_update(result, index[:, None], update)
 
-def _evaluate_pass(c, padded_inv_d, fractions):
-    """Nodes u (re, im) and integrand values (re, im) of one pass, each (..., N)."""
-    nodes = _nodes(c, fractions)
-    val_re, val_im = _integrand(nodes, padded_inv_d)
-    return nodes["u_re"], nodes["u_im"], val_re, val_im
-
-
-def _relative_gap(trapezoid, midpoint, refined):
-    """|T_n - M_n| / |T_2n|: about twice T_n's relative error, far above T_2n's.
-
-    The trapezoid and midpoint errors of a geometrically convergent rule are
-    nearly equal and opposite, so their average T_2n has a much smaller one.
-    """
-    return ops.abs(trapezoid - midpoint) / ops.abs(refined)
+    return _loop(quad.fine_blocks, body, coarse_rows)
 
 
 def log_partition_and_state(x):
-    """A(x) - gamma + sum log d for shifted logits, with what the mean needs.
+    """A(x) for shifted logits x (R, K) with max 0 per row, and the quadrature.
 
-    The trapezoid rule T_n on (-theta_max, theta_max) is refined by halving
-    its step: T_2n = (T_n + M_n) / 2 reuses all of T_n's nodes and adds the
-    midpoint rule's M_n. The first pass computes T_{2 n0}; each further pass
-    runs only if some row's |T_n - M_n| / |T_2n| still exceeds the tolerance
-    (a ``cond``, so shapes stay static under XLA and ``jax.jit``), and every
-    row then takes the finest rule computed.
+    Returns ``(exact, small)``, two (R,) tensors whose sum is A(x) (``exact``
+    is a multiple of 2^-10 and can be added to ``max z`` with no extra
+    rounding), and the ``Quadrature`` state for the moments.
     """
     settings = _SETTINGS[compute_dtype(keras.backend.standardize_dtype(x.dtype))]
-    c = _contour(x, settings)
-    padded_inv_d = _chunk_padded(c["inv_d"])
+    contour = _contour(x, settings)
     n0 = settings["base_nodes"]
-    # Conjugate symmetry: (1 / 2 pi i) times the whole contour is (1 / pi) times
-    # the sum of Im over theta > 0, plus half the theta = 0 node, where s = gamma,
-    # the integrand is exactly 1 and ds/dtheta = i m nu.
-    origin = 0.5 * _NU * c["scale"]
-    step_over_pi = c["theta_max"] / (n0 * math.pi)
-    first = _evaluate_pass(c, padded_inv_d, _pass_fractions(settings, 0))
-    midpoint = step_over_pi * ops.sum(first[3][..., :n0], axis=-1, keepdims=True)
-    trapezoid = step_over_pi * (
-        origin + ops.sum(first[3][..., n0:], axis=-1, keepdims=True)
-    )
-    integral = 0.5 * (trapezoid + midpoint)
-    gap = _relative_gap(trapezoid, midpoint, integral)
-    passes = [(None, None, first)]
-    for level in range(1, settings["levels"] + 1):
-        step_over_pi = 0.5 * step_over_pi  # the step of the current T_n
-        fractions = _pass_fractions(settings, level)
-        needed = ops.any(gap > settings["tolerance"])
+    # The interior nodes of T_{2 n0}: first M_{n0}'s, then T_{n0}'s.
+    fractions = np.concatenate([(np.arange(n0) + 0.5) / n0, np.arange(1, n0) / n0])
+    coarse = _rule(contour, fractions, 2 * n0)
+    midpoint = ops.sum(coarse.val_im[:, :n0], axis=-1)
+    trapezoid = coarse.origin[:, 0] + ops.sum(coarse.val_im[:, n0:], axis=-1)
+    # |T_n - M_n| / |T_2n| with T_2n = (T_n + M_n) / 2: about twice T_n's
+    # relative error, and far above T_2n's (the trapezoid and midpoint errors
+    # of a geometrically convergent rule are nearly equal and opposite).
+    gap = 2.0 * ops.abs(trapezoid - midpoint) / ops.abs(trapezoid + midpoint)
+    # NaN rows (non-finite logits, masked by the caller) never refine.
+    refine = gap > settings["tolerance"]
+    rows = x.shape[0]
+    block = _FINE_BLOCK if rows is None else max(1, min(_FINE_BLOCK, rows))
+    count = ops.sum(ops.cast(refine, "int32"))
+    order = ops.cast(ops.argsort(ops.where(refine, 0, 1)), "int32")
+    fine_order = ops.concatenate([order, ops.zeros((block,), "int32")])
+    fine_blocks = (count + block - 1) // block
 
-        def refine(integral=integral, gap=gap, step=step_over_pi, fractions=fractions):
-            new = _evaluate_pass(c, padded_inv_d, fractions)
-            midpoint = step * ops.sum(new[3], axis=-1, keepdims=True)
-            refined = 0.5 * (integral + midpoint)
-            # Only the rows that asked for it take the finer rule, so a row's
-            # value does not depend on the rest of the batch.
-            active = gap > settings["tolerance"]
-            new_gap = _relative_gap(integral, midpoint, refined)
-            return (
-                new,
-                active,
-                ops.where(active, refined, integral),
-                ops.where(active, new_gap, ops.zeros_like(gap)),
-            )
-
-        def skip(integral=integral, gap=gap, fractions=fractions):
-            zeros = ops.zeros_like(c["theta_max"] * ops.cast(fractions, gap.dtype))
-            return (zeros,) * 4, ops.zeros_like(gap) > 1.0, integral, gap
-
-        new, active, integral, gap = _cond(needed, refine, skip)
-        passes.append((needed, active, new))
-    log_partition = c["gamma"] - c["sum_log_d"] + ops.log(integral)
-    return log_partition[..., 0], (c, origin, passes)
-
-
-def mean_from_state(state):
-    """E_CC[x] from the quadrature state of ``log_partition_and_state``."""
-    c, origin, passes = state
-    inv_d = c["inv_d"]
-
-    def pass_sum(evaluated):
-        # mu_k is proportional to sum_j Im(val_j / (s_j - x_k)) = sum_j
-        # Im(val_j / w_jk) / d_k, with w of moderate size (s - x itself
-        # squared would overflow for logits ~1e38 apart); 1/d_k after the sum.
-        u_re, u_im, val_re, val_im = evaluated
-        vr = ops.expand_dims(val_re, -1)
-        vi = ops.expand_dims(val_im, -1)
-        sums = []
-        for block in _class_blocks(inv_d.shape[-1], u_re.shape[-1]):
-            q_re, q_im = _reciprocal_factors(u_re, u_im, inv_d[..., block])
-            sums.append(ops.sum(vi * q_re + vr * q_im, axis=-2))
-        return sums[0] if len(sums) == 1 else ops.concatenate(sums, axis=-1)
-
-    # Every interior node of the finest rule has the same weight; the theta = 0
-    # node (w = 1, value i m nu) has half of it.
-    total = origin + pass_sum(passes[0][2])
-    for needed, active, evaluated in passes[1:]:
-        total = total + _cond(
-            needed,
-            lambda active=active, evaluated=evaluated: ops.where(
-                active, pass_sum(evaluated), 0.0
-            ),
-            lambda: ops.zeros_like(inv_d),
+    def refine_block(i, state):
+        # The fine rule on a block of rows; its integrand values are kept
+        # for the moments, so the backward pass does not recompute them.
+        parts, val_re, val_im = state
+        index = ops.slice(fine_order, (i * block,), (block,))
+        fine_contour = _gather(contour, index)
+        rule = _fine_rule(fine_contour, settings)
+        update = ops.concatenate(_log_partition(fine_contour, rule), axis=-1)
+        return tuple(
+            ops.scatter_update(t, index[:, None], u)
+            for t, u in ((parts, update), (val_re, rule.val_re), (val_im, rule.val_im))
         )
-    mean = total * inv_d
+
+    fine_shape = (ops.shape(x)[0], settings["fine_nodes"] - 1)
+    parts, *fine_values = _loop(
+        fine_blocks,
+        refine_block,
+        (
+            ops.concatenate(_log_partition(contour, coarse), axis=-1),
+            ops.zeros(fine_shape, x.dtype),
+            ops.zeros(fine_shape, x.dtype),
+        ),
+    )
+    quad = Quadrature(
+        contour=contour,
+        coarse=coarse,
+        fine_order=fine_order,
+        fine_blocks=fine_blocks,
+        fine_values=tuple(fine_values),
+        block=block,
+        settings=settings,
+    )
+    return (parts[:, 0], parts[:, 1]), quad
+
+
+def _mean_rows(contour: Contour, rule: Rule):
+    """The CC mean (R, K).
+
+    mu_k is proportional to (origin + sum_j Im(val_j / w_jk)) / d_k with
+    w = 1 + u / d of moderate size (s - x itself squared would overflow for
+    logits ~1e38 apart). Unrolled over the nodes, so XLA fuses it into one
+    loop over (R, K).
+    """
+    inv_d = contour.inv_d
+    rows, nodes = rule.u_re.shape
+
+    def add_node(j, total):
+        u_re, u_im, val_re, val_im = (
+            t[:, j : j + 1] if isinstance(j, int) else ops.slice(t, (0, j), (rows, 1))
+            for t in (rule.u_re, rule.u_im, rule.val_re, rule.val_im)
+        )
+        a, b = u_re * inv_d, u_im * inv_d
+        w_re = 1.0 + a
+        # Im((vr + i vi) / (w_re + i b)).
+        return total + (val_im * w_re - val_re * b) / (w_re * w_re + b * b)
+
+    total = rule.origin + ops.zeros_like(inv_d)
+    if nodes <= _UNROLLED_NODES:
+        for j in range(nodes):
+            total = add_node(j, total)
+    else:
+        # The fine rule on a block of rows: a compiled loop keeps the
+        # compile time down; this path runs on few rows.
+        total = ops.fori_loop(0, nodes, add_node, total)
+    (first,) = _materialized(total * inv_d, like=rule.origin)
     # Dividing by the sum instead of the integral: the quadrature's error is
     # mostly common to all classes, so this removes it, and the mean sums to
     # one exactly (loss gradients then sum to zero).
-    return mean / ops.sum(mean, axis=-1, keepdims=True)
+    return first / ops.sum(first, axis=-1, keepdims=True)
 
 
-def _weighted_nodes(state):
-    """All computed nodes of each row as one (..., N) set, with their values.
-
-    Values of nodes a row did not take (its finer passes that ran for other
-    rows, and passes that did not run) are zeroed, so every node left has the
-    same quadrature weight, and the theta = 0 node (``origin``) half of it.
-    """
-    _, origin, passes = state
-    columns = []
-    for _, active, evaluated in passes:
-        u_re, u_im, val_re, val_im = evaluated
-        if active is not None:
-            val_re = ops.where(active, val_re, 0.0)
-            val_im = ops.where(active, val_im, 0.0)
-        columns.append((u_re, u_im, val_re, val_im))
-    return origin, [
-        ops.concatenate(parts, axis=-1) for parts in zip(*columns, strict=True)
-    ]
+def mean_from_state(quad: Quadrature):
+    """E_CC[x] (R, K) from the quadrature state."""
+    return _over_fine_blocks(quad, _mean_rows(quad.contour, quad.coarse), _mean_rows)
 
 
-def _first_moments(c, origin, u_re, u_im, val_re, val_im):
-    """1/(s - x_k) at every node (re, im; (..., N, K)), and the mean.
-
-    ``1/(s - x_k) = (1/d_k) / w`` with ``w = 1 + u/d`` of moderate size.
-    """
-    inv_d = c["inv_d"]
-    q_re, q_im = _reciprocal_factors(u_re, u_im, inv_d)
-    r_re, r_im = q_re * ops.expand_dims(inv_d, -2), q_im * ops.expand_dims(inv_d, -2)
-    vr, vi = ops.expand_dims(val_re, -1), ops.expand_dims(val_im, -1)
-    first = origin * inv_d + ops.sum(vi * r_re + vr * r_im, axis=-2)
-    total = ops.sum(first, axis=-1, keepdims=True)
-    return (r_re, r_im), first / total, total
-
-
-def _top_class(c):
-    """One-hot of the largest logit (x = 0, so the largest 1/d), (..., K)."""
-    inv_d = c["inv_d"]
-    return ops.one_hot(ops.argmax(inv_d, axis=-1), inv_d.shape[-1], dtype=inv_d.dtype)
-
-
-def covariance_from_state(state, full: bool = True):
-    """Cov_CC[x] (..., K, K), or its diagonal (..., K) with ``full=False``.
+def _covariance_rows(contour: Contour, rule: Rule, full: bool):
+    """Cov_CC[x] (R, K, K), or its diagonal (R, K), row-major.
 
     Second moments are the same contour integral with one more factor:
     E[x_i x_j] = (1 + [i = j]) (1/2 pi i) \\oint e^s / ((s - x_i)(s - x_j)
@@ -501,12 +583,21 @@ def covariance_from_state(state, full: bool = True):
     the others instead gives its row and column from the other classes'
     covariances, which have no such cancellation.
     """
-    c = state[0]
-    origin, (u_re, u_im, val_re, val_im) = _weighted_nodes(state)
-    (r_re, r_im), mean, total = _first_moments(c, origin, u_re, u_im, val_re, val_im)
+    inv_d, origin = contour.inv_d, rule.origin  # (R, K), (R, 1)
+    u_re, u_im, val_re, val_im = rule.u_re, rule.u_im, rule.val_re, rule.val_im
+    size = inv_d.shape[-1]
+    a = ops.expand_dims(u_re, -1) * ops.expand_dims(inv_d, -2)
+    b = ops.expand_dims(u_im, -1) * ops.expand_dims(inv_d, -2)
+    w_re = 1.0 + a
+    inv_norm2 = 1.0 / (w_re * w_re + b * b)
+    # r = 1 / (s - x_k) = (1 / d_k) / w.
+    r_re = w_re * inv_norm2 * ops.expand_dims(inv_d, -2)
+    r_im = -b * inv_norm2 * ops.expand_dims(inv_d, -2)
     vr, vi = ops.expand_dims(val_re, -1), ops.expand_dims(val_im, -1)
-    inv_d = c["inv_d"]
-    top = _top_class(c)
+    first = origin * inv_d + ops.sum(vi * r_re + vr * r_im, axis=-2)
+    total = ops.sum(first, axis=-1, keepdims=True)
+    mean = first / total
+    top = ops.one_hot(ops.argmax(inv_d, axis=-1), size, dtype=inv_d.dtype)
     rest = 1.0 - top
     if not full:
         # Im(v r^2) for each class, and Im(v R^2) for R = sum of r over the
@@ -535,7 +626,7 @@ def covariance_from_state(state, full: bool = True):
         origin[..., None] * ops.expand_dims(inv_d, -1) * ops.expand_dims(inv_d, -2)
         + second
     ) / ops.expand_dims(total, -1)
-    eye = ops.eye(inv_d.shape[-1], dtype=inv_d.dtype)
+    eye = ops.eye(size, dtype=inv_d.dtype)
     direct = second * (1.0 + eye) - ops.expand_dims(mean, -1) * ops.expand_dims(
         mean, -2
     )
@@ -551,4 +642,13 @@ def covariance_from_state(state, full: bool = True):
         - ops.expand_dims(row_sums, -1) * top_col
         - top_row * ops.expand_dims(row_sums, -2)
         + ops.sum(row_sums, axis=-1)[..., None, None] * top_row * top_col
+    )
+
+
+def covariance_from_state(quad: Quadrature, full: bool = True):
+    """Cov_CC[x] (R, K, K), or its diagonal (R, K) with ``full=False``."""
+    return _over_fine_blocks(
+        quad,
+        _covariance_rows(quad.contour, quad.coarse, full),
+        lambda c, rule: _covariance_rows(c, rule, full),
     )

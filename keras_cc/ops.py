@@ -79,8 +79,10 @@ def _as_rows(z):
 @ops.custom_gradient
 def _log_partition_rows(z):
     x, z_max, finite = _shift(z)
-    shifted_value, state = _contour.log_partition_and_state(x)
-    value = _nan_unless(finite, z_max + shifted_value)
+    (exact, small), state = _contour.log_partition_and_state(x)
+    # max z and A(x) nearly cancel for wide rows (both about log (K-1)!):
+    # exact is a multiple of 2^-10, so the first sum adds no rounding.
+    value = _nan_unless(finite, (z_max + exact) + small)
 
     def grad(*args, upstream=None):
         if upstream is None:

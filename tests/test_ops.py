@@ -97,7 +97,7 @@ def value_and_grad_rows(fn, z):
 
 
 def test_vocabulary_size_k_meets_the_float32_bar():
-    # K = 12 000 runs through three class blocks of the (rows, N, K) work.
+    # Vocabulary-size K: 750 chunks of 16 classes per node, in float32.
     rng = np.random.default_rng(9)
     z = np.stack(
         [rng.normal(size=12000) * 3, np.where(np.arange(12000) == 5, 100.0, 0.0)]
@@ -120,14 +120,50 @@ def test_longdouble_reference_agrees_with_mpmath():
 
 
 def test_a_row_does_not_depend_on_its_batch():
-    # Refinement passes run when any row needs them, but only the rows that
-    # asked take the finer rule.
+    # Only the rows whose error estimate asks for it take the fine rule.
     rng = np.random.default_rng(6)
     easy = rng.normal(size=(3, 30))
     hard = np.concatenate([[0.0], -65 - rng.exponential(10, size=29)])
     alone = to_numpy(cc_log_partition(easy))
     together = to_numpy(cc_log_partition(np.concatenate([easy, hard[None]])))
     np.testing.assert_array_equal(together[:3], alone)
+
+
+def _compiled(fn):
+    """``fn`` under XLA (TensorFlow) or ``jax.jit`` (JAX)."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(fn, jit_compile=True)
+    if backend == "jax":
+        import jax
+
+        return jax.jit(fn)
+    pytest.skip(f"no compiler test for the {backend} backend")
+
+
+def test_compiled_refinement_matches_eager_row_by_row():
+    # float32 label-smoothing rows at K = 100 fail the first rule's estimate
+    # and N(0, 3^2) rows pass it: a batch of 70 mixes them across three
+    # blocks of the compiled refinement loop, in shuffled order. Each row must
+    # equal the same row computed alone, eagerly, and meet the bar.
+    rng = np.random.default_rng(11)
+    k = 100
+    hard = np.where(np.arange(k) == 0, 100.0, 0.0) + rng.normal(size=(40, k)) * 0.01
+    easy = rng.normal(size=(30, k)) * 3
+    z = np.concatenate([hard, easy])[rng.permutation(70)].astype("float32")
+
+    def value_and_mean(t):
+        return cc_log_partition(t), cc_mean(t)
+
+    values, means = (to_numpy(t) for t in _compiled(value_and_mean)(z))
+    for i in (0, 1, 2, 33, 69):
+        alone_value, alone_mean = (to_numpy(t) for t in value_and_mean(z[i : i + 1]))
+        np.testing.assert_allclose(values[i], alone_value[0], rtol=2e-6)
+        np.testing.assert_allclose(means[i], alone_mean[0], rtol=1e-4, atol=1e-7)
+        ref = series_log_partition_and_mean(z[i].astype(np.float64))
+        assert max(error_ratios(values[i], means[i], *ref, "float32")) <= 1
 
 
 def test_random_float64_logits_not_on_a_grid():
