@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -278,7 +279,11 @@ def grid_table(cells) -> str:
 
 
 def _pm(cell, field: str, scale: float = 100.0, digits: int = 1) -> str:
-    """``mean ± std`` (the Cell's text without its ``(n=...)``)."""
+    """``mean ± std`` (the Cell's text without its ``(n=...)``); an infinite
+    value (an NLL where a true class got probability 0) is counted instead."""
+    infinite = sum(not math.isfinite(v) for v in cell.values(field))
+    if infinite:
+        return f"∞ in {infinite} of {len(cell.runs)} runs"
     return cell.text(field, scale, digits).split(" (n=")[0]
 
 
