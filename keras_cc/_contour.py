@@ -92,6 +92,8 @@ _CHUNK = 16
 # Rows recomputed together with the fine rule. Small enough that a batch with
 # a few hard rows pays little; large enough to keep the loop short.
 _FINE_BLOCK = 32
+# Classes per block of the products (a multiple of _CHUNK).
+_BLOCK_CLASSES = 4096
 # Node sums up to this length are unrolled (fast, fused); longer ones loop.
 _UNROLLED_NODES = 32
 
@@ -308,14 +310,36 @@ def _log_product(u_re, u_im, inv_d):
             ops.transpose(keep_f64("cos", phase)),
             ops.transpose(keep_f64("sin", phase)),
         )
-    if size % _CHUNK:
-        # Zeros make factors of exactly one; padding the major axis is cheap.
-        inv_d = _pad_axis0(inv_d, -(-size // _CHUNK) * _CHUNK, 0.0)
-    chunks = inv_d.shape[0] // _CHUNK
-    # (CHUNK, chunks, 1, R): member j of every chunk is one contiguous slice.
-    members = ops.reshape(inv_d, (_CHUNK, chunks, 1, -1))
+    # Classes in blocks, so the (chunks, N, R) work tensors stay bounded at
+    # vocabulary-size K (without XLA every elementwise step is stored).
+    log_mag = unit_re = unit_im = None
+    for start in range(0, size, _BLOCK_CLASSES):
+        part = _block_log_product(u_re, u_im, inv_d[start : start + _BLOCK_CLASSES])
+        if log_mag is None:
+            log_mag, unit_re, unit_im = part
+        else:
+            log_mag = log_mag + part[0]
+            unit_re, unit_im = (
+                unit_re * part[1] - unit_im * part[2],
+                unit_re * part[2] + unit_im * part[1],
+            )
+    return ops.transpose(log_mag), ops.transpose(unit_re), ops.transpose(unit_im)
+
+
+def _block_log_product(u_re, u_im, inv_d):
+    """``_log_product`` of one block of classes: u (1, N, R), inv_d (K, 1, R)."""
+    size = inv_d.shape[0]
+    # Up to 16 classes form one chunk of their own size; beyond, chunks of 16,
+    # padded with zeros (factors of exactly one; padding the major axis is
+    # cheap).
+    chunk = min(size, _CHUNK)
+    if size % chunk:
+        inv_d = _pad_axis0(inv_d, -(-size // chunk) * chunk, 0.0)
+    chunks = inv_d.shape[0] // chunk
+    # (chunk, chunks, 1, R): member j of every chunk is one contiguous slice.
+    members = ops.reshape(inv_d, (chunk, chunks, 1, -1))
     a, b = u_re * members[0], u_im * members[0]
-    for j in range(1, _CHUNK):
+    for j in range(1, chunk):
         # (1 + e)(1 + f) = 1 + e + f (1 + e) with f = u / d_j.
         p_re = u_re * (1.0 + a) - u_im * b
         p_im = u_im * (1.0 + a) + u_re * b
@@ -342,11 +366,7 @@ def _log_product(u_re, u_im, inv_d):
         unit_im = _pad_axis0(unit_im, width, 0.0)
     while unit_re.shape[0] > 1:
         unit_re, unit_im = _multiply_halves(unit_re, unit_im)
-    return (
-        ops.transpose(log_mag),
-        ops.transpose(unit_re[0]),
-        ops.transpose(unit_im[0]),
-    )
+    return log_mag, unit_re[0], unit_im[0]
 
 
 def _nodes(contour: Contour, fractions: np.ndarray):
@@ -416,20 +436,51 @@ def _block_index(quad: Quadrature, i):
     return ops.slice(quad.fine_order, (i * quad.block,), (quad.block,))
 
 
-def _concrete_int(t) -> int | None:
-    """``t`` as a Python int when its value is known (eager), else None."""
+def _is_eager(t) -> bool:
+    """Whether ``t`` has a value now (eager), rather than being traced."""
     backend = keras.backend.backend()
     if backend == "tensorflow":
         import tensorflow as tf
 
-        if not tf.executing_eagerly():
-            return None
-    elif backend == "jax":
+        return tf.executing_eagerly()
+    if backend == "jax":
         import jax
 
-        if isinstance(t, jax.core.Tracer):
-            return None
-    return int(ops.convert_to_numpy(t))
+        return not isinstance(t, jax.core.Tracer)
+    return True
+
+
+def _concrete_int(t) -> int | None:
+    """``t`` as a Python int when its value is known (eager), else None."""
+    return int(ops.convert_to_numpy(t)) if _is_eager(t) else None
+
+
+def _while(cond, body, state):
+    """``ops.while_loop`` whose iterations run one at a time.
+
+    TensorFlow runs up to 10 iterations of a graph-mode loop concurrently;
+    their (R, K) temporaries would then all be alive at once (gigabytes at
+    vocabulary-size K without XLA).
+    """
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.while_loop(cond, body, state, parallel_iterations=1)
+    return ops.while_loop(cond, body, state)
+
+
+def _fori_loop(count: int, body, state):
+    """``state = body(j, state)`` for j in range(count), one at a time."""
+    if _is_eager(state):
+        for j in range(count):
+            state = body(j, state)
+        return state
+    _, state = _while(
+        lambda j, _: j < count,
+        lambda j, state: (j + 1, body(j, state)),
+        (ops.zeros((), "int32"), state),
+    )
+    return state
 
 
 def _loop(count, body, state):
@@ -438,12 +489,7 @@ def _loop(count, body, state):
     under XLA and ``jax.jit`` and a batch pays only for the blocks it has."""
     blocks = _concrete_int(count)
     if blocks is None:  # symbolic (tf.function, XLA, jax.jit)
-        _, state = ops.while_loop(
-            lambda i, _: i < count,
-            lambda i, state: (i + 1, body(i, state)),
-            (ops.zeros((), "int32"), state),
-        )
-        return state
+        return _fori_loop(count, body, state)
     for i in range(blocks):
         state = body(i, state)
     return state
@@ -539,11 +585,11 @@ def _mean_rows(contour: Contour, rule: Rule):
     loop over (R, K).
     """
     inv_d = contour.inv_d
-    rows, nodes = rule.u_re.shape
+    nodes = rule.u_re.shape[-1]
 
     def add_node(j, total):
         u_re, u_im, val_re, val_im = (
-            t[:, j : j + 1] if isinstance(j, int) else ops.slice(t, (0, j), (rows, 1))
+            t[:, j : j + 1] if isinstance(j, int) else ops.take(t, j, axis=1)[:, None]
             for t in (rule.u_re, rule.u_im, rule.val_re, rule.val_im)
         )
         a, b = u_re * inv_d, u_im * inv_d
@@ -552,13 +598,15 @@ def _mean_rows(contour: Contour, rule: Rule):
         return total + (val_im * w_re - val_re * b) / (w_re * w_re + b * b)
 
     total = rule.origin + ops.zeros_like(inv_d)
-    if nodes <= _UNROLLED_NODES:
+    if nodes <= _UNROLLED_NODES and (inv_d.shape[-1] or 0) <= _BLOCK_CLASSES:
         for j in range(nodes):
             total = add_node(j, total)
     else:
-        # The fine rule on a block of rows: a compiled loop keeps the
-        # compile time down; this path runs on few rows.
-        total = ops.fori_loop(0, nodes, add_node, total)
+        # A loop for the fine rule (few rows: it keeps the compile time
+        # down) and for vocabulary-size K, where the nodes' independent
+        # (R, K) terms would otherwise all be alive at once without XLA
+        # (3 GB at K = 50 000, batch 256).
+        total = _fori_loop(nodes, add_node, total)
     (first,) = _materialized(total * inv_d, like=rule.origin)
     # Dividing by the sum instead of the integral: the quadrature's error is
     # mostly common to all classes, so this removes it, and the mean sums to
@@ -618,30 +666,37 @@ def _covariance_rows(contour: Contour, rule: Rule, full: bool):
         )
         var = 2.0 * diag - mean * mean
         return ops.where(top > 0, ops.expand_dims(top_var, -1), var)
-    # sum_n Im(v_n r_ni r_nj) as real matrix products over the nodes.
-    t_re = ops.swapaxes(vi * r_re + vr * r_im, -1, -2)
-    t_im = ops.swapaxes(vr * r_re - vi * r_im, -1, -2)
-    second = ops.matmul(t_re, r_re) + ops.matmul(t_im, r_im)
-    second = (
-        origin[..., None] * ops.expand_dims(inv_d, -1) * ops.expand_dims(inv_d, -2)
-        + second
-    ) / ops.expand_dims(total, -1)
-    eye = ops.eye(size, dtype=inv_d.dtype)
-    direct = second * (1.0 + eye) - ops.expand_dims(mean, -1) * ops.expand_dims(
-        mean, -2
+    # sum_n Im(v_n r_ni r_nj) / total as one real matrix product over the
+    # nodes (real and imaginary parts stacked), with the theta = 0 node
+    # (v = i origin, r = 1/d) as one more column. Few (K, K) temporaries:
+    # this is what bounds the memory at large K.
+    inv_total = 1.0 / ops.expand_dims(total, -1)
+    left = ops.concatenate(
+        [
+            (vi * r_re + vr * r_im) * inv_total,
+            (vr * r_re - vi * r_im) * inv_total,
+            ops.expand_dims(origin * inv_d, -2) * inv_total,
+        ],
+        axis=-2,
     )
+    right = ops.concatenate([r_re, r_im, ops.expand_dims(inv_d, -2)], axis=-2)
+    second = ops.matmul(ops.swapaxes(left, -1, -2), right)
+    del left, right
+    # E[x_i x_j] = (1 + [i = j]) times that; minus the outer product of means.
+    diagonal = ops.eye(size, dtype="bool")
+    direct = ops.where(diagonal, 2.0 * second, second)
+    del second
+    direct = direct - ops.expand_dims(mean, -1) * ops.expand_dims(mean, -2)
     # Keep the other classes' block; rebuild the top class's row, column and
     # variance from x_t = 1 - sum of the others (rows of Cov sum to zero).
-    mask = ops.expand_dims(rest, -1) * ops.expand_dims(rest, -2)
-    block = direct * mask
+    block = direct * (ops.expand_dims(rest, -1) * ops.expand_dims(rest, -2))
+    del direct
     row_sums = ops.sum(block, axis=-1)
-    top_col = ops.expand_dims(top, -2)
-    top_row = ops.expand_dims(top, -1)
+    corner = ops.sum(row_sums, axis=-1, keepdims=True)
     return (
         block
-        - ops.expand_dims(row_sums, -1) * top_col
-        - top_row * ops.expand_dims(row_sums, -2)
-        + ops.sum(row_sums, axis=-1)[..., None, None] * top_row * top_col
+        - ops.expand_dims(row_sums, -1) * ops.expand_dims(top, -2)
+        - ops.expand_dims(top, -1) * ops.expand_dims(row_sums - corner * top, -2)
     )
 
 
