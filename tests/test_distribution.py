@@ -14,7 +14,10 @@ sampler at the sample sizes used (see the comments at each test).
 
 from __future__ import annotations
 
+import doctest
 import os
+import pathlib
+import re
 import subprocess
 import sys
 
@@ -330,12 +333,14 @@ SAMPLER_CASES = [
 ]
 
 
-@pytest.mark.parametrize("name,z", SAMPLER_CASES, ids=[c[0] for c in SAMPLER_CASES])
-def test_sample_mean_matches_cc_mean(name, z):
-    # z-scores of the sample mean against the exact mean (float64 cc_mean).
-    # A sampler that drops the acceptance step is off by 10s of SEs here.
-    n = 20000 if z.size <= 100 else 4000
-    x = _cc(z, dtype=np.float32).sample(n, seed=(7, 8)).numpy().astype(np.float64)
+def _assert_samples_match_cc_mean(x, z, name: str) -> None:
+    """Samples ``x`` ``[n, K]`` lie in the simplex and their mean is ``cc_mean(z)``.
+
+    z-scores of the sample mean against the exact mean (float64 cc_mean). A
+    sampler that drops the acceptance step is off by 10s of SEs here.
+    """
+    x = np.asarray(x, np.float64)
+    n = x.shape[0]
     assert x.shape == (n, z.size)
     assert np.all(x >= 0.0)
     np.testing.assert_allclose(x.sum(-1), 1.0, atol=1e-4)
@@ -343,6 +348,42 @@ def test_sample_mean_matches_cc_mean(name, z):
     se = x.std(0) / np.sqrt(n)
     z_scores = np.abs(x.mean(0) - mean) / np.maximum(se, 1e-300)
     assert np.max(z_scores) < Z_MAX, (name, np.max(z_scores))
+
+
+@pytest.mark.parametrize("name,z", SAMPLER_CASES, ids=[c[0] for c in SAMPLER_CASES])
+def test_sample_mean_matches_cc_mean(name, z):
+    n = 20000 if z.size <= 100 else 4000
+    x = _cc(z, dtype=np.float32).sample(n, seed=(7, 8))
+    _assert_samples_match_cc_mean(x, z, name)
+
+
+def test_sampling_under_xla_is_exact_and_efficient():
+    # One batch whose rows use both proposals: a spread (normalised
+    # exponentials), one logit far above a cluster (truncated exponentials),
+    # ties, and a NaN row. Under XLA the loop once lost the accepted slots of
+    # every round after the first: exact samples still, but ~2x the
+    # proposals at n = 1000 and growing with n.
+    z = np.stack(
+        [
+            np.linspace(0.0, -10.0, 10),
+            np.array([0.0] + [-1000.0] * 9),
+            np.zeros(10),
+            np.full(10, np.nan),
+        ]
+    )
+    n = 20000
+    dist = _cc(z, dtype=np.float32)
+
+    @tf.function(jit_compile=True)
+    def sample():
+        return _sample_cc(n, dist.logits, (7, 8))
+
+    x, proposals = (t.numpy() for t in sample())
+    for row in range(3):
+        _assert_samples_match_cc_mean(x[:, row], z[row], f"row {row}")
+    assert np.isnan(x[:, 3]).all()
+    expected = np.sum(n / dist.sampler_acceptance_rate().numpy()[:3])
+    assert proposals < 1.05 * expected, (proposals, expected)
 
 
 def _k3_marginal_density(z, coord: int):
@@ -556,8 +597,11 @@ def test_constructor_errors():
 
 
 def test_validate_args_errors():
+    # A tf.Variable's value is not known when the distribution is built, so
+    # validate_args checks it when it is used.
+    zero = tf.Variable([0.0, 1.0])
     with pytest.raises(tf.errors.InvalidArgumentError, match="strictly positive"):
-        ContinuousCategorical(probs=[0.0, 1.0], validate_args=True)
+        ContinuousCategorical(probs=zero, validate_args=True).mean()
     with pytest.raises(tf.errors.InvalidArgumentError, match="sum to 1"):
         ContinuousCategorical(probs=[0.5, 0.6], validate_args=True)
     with pytest.raises(tf.errors.InvalidArgumentError, match="finite"):
@@ -570,6 +614,120 @@ def test_validate_args_errors():
     # Valid points (incl. a float32 sample of K=3) pass validation.
     assert np.isfinite(dist.log_prob(dist.sample(10, seed=(1, 1))).numpy()).all()
     assert np.isfinite(dist.log_prob([1.0, 0.0, 0.0]).numpy())
+
+
+@pytest.mark.parametrize("validate_args", [False, True])
+@pytest.mark.parametrize(
+    "probs,where",
+    [
+        ([0.5, 0.5, 0.0], "probs[2] = 0.0"),
+        ([[0.5, 0.5], [np.nan, 1.0]], "probs[1, 0] = nan"),
+        ([0.2, -0.1, 0.9], "probs[1] = -0.1"),
+    ],
+)
+def test_known_nonpositive_probs_raise_a_value_error(probs, where, validate_args):
+    # Before: CC(probs=[0.5, 0.5, 0.0]).mean() was NaN, silently.
+    with pytest.raises(ValueError, match="`probs` must be strictly positive") as err:
+        ContinuousCategorical(probs=probs, validate_args=validate_args)
+    assert where in str(err.value)
+
+
+def test_known_zero_probs_raise_inside_tf_function_too():
+    @tf.function
+    def mean():
+        return ContinuousCategorical(probs=tf.constant([0.5, 0.5, 0.0])).mean()
+
+    with pytest.raises(ValueError, match="strictly positive"):
+        mean()
+
+
+def test_zero_probs_known_only_later_give_nan_without_validate_args():
+    # The documented limit: a value unknown at construction is not checked
+    # unless validate_args=True (then test_validate_args_errors applies).
+    probs = tf.Variable([0.5, 0.5, 0.0])
+    assert np.isnan(ContinuousCategorical(probs=probs).mean().numpy()).all()
+    # Positive probs need not sum to 1: only their ratios matter.
+    scaled = ContinuousCategorical(probs=[1.0, 2.0, 3.0]).mean().numpy()
+    np.testing.assert_allclose(
+        scaled, ContinuousCategorical(probs=[1 / 6, 2 / 6, 3 / 6]).mean(), rtol=1e-6
+    )
+
+
+@pytest.mark.parametrize("validate_args", [False, True])
+@pytest.mark.parametrize("method", ["log_prob", "prob"])
+@pytest.mark.parametrize("value", [[0.5, 0.5], [[1.0]], [0.25] * 4])
+def test_event_of_the_wrong_size_is_a_value_error(method, value, validate_args):
+    dist = _cc([0.0, 1.0, 2.0], validate_args=validate_args)
+    got = np.shape(value)[-1]
+    with pytest.raises(ValueError, match=f"`value` must have 3 entries .* has {got}"):
+        getattr(dist, method)(value)
+    with pytest.raises(ValueError, match="`value` must have the classes"):
+        getattr(dist, method)(1.0)
+
+
+def test_event_of_the_wrong_dynamic_size_fails_with_validate_args():
+    dist = _cc([0.0, 1.0, 2.0], validate_args=True)
+    log_prob = tf.function(
+        dist.log_prob, input_signature=[tf.TensorSpec([None], tf.float64)]
+    )
+    with pytest.raises(tf.errors.InvalidArgumentError, match="as many entries"):
+        log_prob(tf.constant([0.5, 0.5], tf.float64))
+    assert np.isfinite(log_prob(tf.constant([0.2, 0.3, 0.5], tf.float64)).numpy())
+
+
+def test_kl_between_different_numbers_of_classes_is_a_value_error():
+    with pytest.raises(
+        ValueError, match="`distribution_a` has 3 and `distribution_b` has 2"
+    ):
+        tfd.kl_divergence(_cc([0.0, 1.0, 2.0]), _cc([0.0, 1.0]))
+
+
+def test_validation_messages_end_with_a_single_period():
+    # TF's asserts add their own punctuation after the message; the messages
+    # once ended in a period too and printed "sum to 1..  ".
+    dist = _cc([0.0, 1.0, 2.0], validate_args=True)
+    messages = []
+    for call in (
+        lambda: dist.prob([0.2, 0.2, 0.2]),
+        lambda: dist.log_prob([0.5, 0.6, -0.1]),
+        lambda: ContinuousCategorical(probs=[0.5, 0.6], validate_args=True),
+        lambda: ContinuousCategorical(
+            probs=tf.Variable([0.0, 1.0]), validate_args=True
+        ).mean(),
+        lambda: _cc([0.0, np.inf], validate_args=True),
+    ):
+        with pytest.raises(tf.errors.InvalidArgumentError) as err:
+            call()
+        messages.append(err.value.message)
+    assert all(".." not in m for m in messages), messages
+
+
+# --------------------------------------------------------------------------
+# Documentation examples.
+
+
+def test_docstring_examples_run():
+    from keras_cc.distributions import continuous_categorical
+
+    result = doctest.testmod(
+        continuous_categorical,
+        extraglobs={"ContinuousCategorical": ContinuousCategorical},
+        optionflags=doctest.ELLIPSIS,
+    )
+    assert result.attempted > 0 and result.failed == 0
+
+
+def test_docs_distributions_examples_run(capsys):
+    """Every ```python block of docs/distributions.md, in one namespace."""
+    path = pathlib.Path(__file__).parents[1] / "docs" / "distributions.md"
+    blocks = re.findall(r"```python\n(.*?)```", path.read_text(), flags=re.S)
+    assert blocks
+    namespace: dict = {}
+    for block in blocks:
+        exec(compile(block, str(path), "exec"), namespace)  # noqa: S102
+    printed = capsys.readouterr().out
+    assert "`probs` must be strictly positive" in printed
+    assert "`value` must have 3 entries" in printed
 
 
 def test_non_tensorflow_backend_gets_a_clear_import_error():

@@ -188,7 +188,8 @@ def _sample_cc(n, logits: tf.Tensor, seed) -> tuple[tf.Tensor, tf.Tensor]:
     closed form (`_log_acceptance_rates`). Each round of the `tf.while_loop`
     draws new proposals only for the slots still pending (gathered, then
     scattered back), so the expected work is ``n / acceptance`` proposals,
-    not ``rounds * n``.
+    not ``rounds * n``. The same code runs eagerly, in `tf.function` and
+    under XLA (`jit_compile=True`).
     """
     dtype = logits.dtype
     work = _work_dtype(dtype)
@@ -223,28 +224,31 @@ def _sample_cc(n, logits: tf.Tensor, seed) -> tuple[tf.Tensor, tf.Tensor]:
         del seed, samples, proposals
         return (i < _MAX_REJECTION_ROUNDS) & ~tf.reduce_all(done)
 
+    def record(samples, done, idx, x, ok):
+        """Write the accepted proposals ``x[ok]`` of the slots ``idx``."""
+        # Every slot of `idx` is rewritten, a rejected one with its old value.
+        # Selecting the accepted slots by a second `tf.where`/`boolean_mask`
+        # would take a dynamic shape of a dynamically shaped tensor, which XLA
+        # mishandles: it lost the slots accepted after the first round.
+        idx = idx[:, tf.newaxis]
+        old = tf.gather_nd(samples, idx)
+        samples = tf.tensor_scatter_nd_update(
+            samples, idx, tf.where(ok[:, tf.newaxis], x, old)
+        )
+        return samples, tf.tensor_scatter_nd_update(done, idx, ok)
+
     def body(i, seed, samples, done, proposals):
         seed, round_seed = samplers.split_seed(seed, salt="cc_round")
         seed_1, seed_2 = samplers.split_seed(round_seed, salt="cc_draw")
-        pending = tf.where(~done)[:, 0]
-        by_truncated = tf.gather(truncated_flat, pending)
-        idx_1 = tf.boolean_mask(pending, ~by_truncated)
-        idx_2 = tf.boolean_mask(pending, by_truncated)
+        idx_1 = tf.where(~done & ~truncated_flat)[:, 0]
+        idx_2 = tf.where(~done & truncated_flat)[:, 0]
         x_1, ok_1 = _propose_normalised(tf.gather(d_flat, idx_1), seed_1, work, tiny)
         x_2, ok_2 = _propose_truncated(
             tf.gather(g_flat, idx_2), tf.gather(top_flat, idx_2), seed_2, work
         )
-        accepted_idx = tf.concat(
-            [tf.boolean_mask(idx_1, ok_1), tf.boolean_mask(idx_2, ok_2)], axis=0
-        )[:, tf.newaxis]
-        accepted_x = tf.concat(
-            [tf.boolean_mask(x_1, ok_1), tf.boolean_mask(x_2, ok_2)], axis=0
-        )
-        samples = tf.tensor_scatter_nd_update(samples, accepted_idx, accepted_x)
-        done = tf.tensor_scatter_nd_update(
-            done, accepted_idx, tf.ones_like(accepted_idx[:, 0], dtype=tf.bool)
-        )
-        proposals += tf.cast(tf.shape(pending)[0], tf.int64)
+        samples, done = record(samples, done, idx_1, x_1, ok_1)
+        samples, done = record(samples, done, idx_2, x_2, ok_2)
+        proposals += tf.cast(tf.shape(idx_1)[0] + tf.shape(idx_2)[0], tf.int64)
         return i + 1, seed, samples, done, proposals
 
     samples0 = tf.fill(tf.stack([num_slots, num_classes]), tf.constant(np.nan, work))
@@ -312,9 +316,20 @@ class ContinuousCategorical(distribution.AutoCompositeTensorDistribution):
     logits and for ``K = 2``, >= 0.95 for K <= 1000 and logit spreads <= 100,
     lowest (~0.08 at K = 1000) when a few tied logits sit on top of all others
     far below (benchmarks/sampler.py). Samples are not
-    reparameterised (no gradient flows through them). The sampler uses
-    dynamic shapes inside a `tf.while_loop`, so it runs eagerly and under
-    `tf.function` but not under XLA (`jit_compile=True`).
+    reparameterised (no gradient flows through them). The sampler runs
+    eagerly, under `tf.function` and under XLA (`jit_compile=True`); for the
+    same seed, XLA may draw other (equally exact) samples than the first two,
+    which agree with each other.
+
+    #### Zero probabilities
+
+    Every ``probs`` entry must be strictly positive: with ``λ_k = 0`` the
+    distribution lives on a face of the simplex and has no density on ``Δ``
+    (its logit would be ``-inf``). A ``probs`` value known when the
+    distribution is built (a constant, or any eager tensor) is checked then,
+    with a ``ValueError``. A value known only later (a ``tf.Variable``, an
+    input of a `tf.function`) is checked only with ``validate_args=True``;
+    without it, rows with a zero probability give NaN statistics.
 
     #### Examples
 
@@ -348,8 +363,11 @@ class ContinuousCategorical(distribution.AutoCompositeTensorDistribution):
             logits: Floating tensor ``[B..., K]`` (``K >= 2``) of logits; only
                 differences along the last axis matter.
             probs: Floating tensor ``[B..., K]`` of positive probabilities
-                ``λ`` (logits ``log λ``); entries must be strictly positive.
-                Exactly one of ``logits`` and ``probs`` must be given.
+                ``λ`` (logits ``log λ``); entries must be strictly positive
+                (see "Zero probabilities" in the class docstring). Only their
+                ratios matter unless ``validate_args=True``, which also
+                requires them to sum to 1. Exactly one of ``logits`` and
+                ``probs`` must be given.
             validate_args: If ``True``, check parameters (finite logits;
                 probs in ``(0, 1]`` summing to 1) and that arguments of
                 ``log_prob``/``prob`` lie in the simplex, raising
@@ -360,7 +378,9 @@ class ContinuousCategorical(distribution.AutoCompositeTensorDistribution):
 
         Raises:
             ValueError: if both or neither of ``logits`` and ``probs`` are
-                given, or the class axis is statically smaller than 2.
+                given, the class axis is statically smaller than 2, or
+                ``probs`` has a known value with an entry that is not
+                strictly positive.
         """
         parameters = dict(locals())
         if (probs is None) == (logits is None):
@@ -384,6 +404,8 @@ class ContinuousCategorical(distribution.AutoCompositeTensorDistribution):
                     "The continuous categorical needs at least 2 classes; "
                     f"received a parameter of shape {param.shape}."
                 )
+            if self._probs is not None and not tensor_util.is_ref(self._probs):
+                _check_static_probs(self._probs)
             super().__init__(
                 dtype=dtype,
                 reparameterization_type=reparameterization.NOT_REPARAMETERIZED,
@@ -468,6 +490,7 @@ class ContinuousCategorical(distribution.AutoCompositeTensorDistribution):
             return cc_ops.cc_log_partition(self._logits_parameter_no_checks())
 
     def _log_prob(self, x):
+        _check_event_size(x, self._num_classes())
         z, _ = _shift_logits(self._logits_parameter_no_checks())
         x = tf.cast(x, self.dtype)
         # A(z - max z) and z - max z: the common offset cancels exactly, and
@@ -552,19 +575,21 @@ class ContinuousCategorical(distribution.AutoCompositeTensorDistribution):
                 probs = tf.convert_to_tensor(self._probs)
                 assertions += [
                     assert_util.assert_positive(
-                        probs, message="`probs` must be strictly positive."
+                        probs,
+                        message="`probs` must be strictly positive (a zero "
+                        "probability has no density on the simplex)",
                     ),
                     assert_util.assert_near(
                         tf.reduce_sum(probs, axis=-1),
                         tf.ones([], probs.dtype),
                         rtol=_simplex_tolerance(probs),
-                        message="`probs` must sum to 1.",
+                        message="`probs` must sum to 1",
                     ),
                 ]
         elif is_init != tensor_util.is_ref(self._logits):
             assertions.append(
                 tf.debugging.assert_all_finite(
-                    tf.convert_to_tensor(self._logits), "`logits` must be finite."
+                    tf.convert_to_tensor(self._logits), "`logits` must be finite"
                 )
             )
         return assertions
@@ -573,18 +598,75 @@ class ContinuousCategorical(distribution.AutoCompositeTensorDistribution):
         if not self.validate_args:
             return []
         x = tf.convert_to_tensor(x)
+        # TF's asserts append their own punctuation: no final period below.
         return [
+            *_event_size_assertions(x, self._num_classes()),
             assert_util.assert_non_negative(
-                x, message="Sample must be in the simplex: a negative entry."
+                x, message="Sample must be in the simplex: a negative entry"
             ),
             assert_util.assert_near(
                 tf.reduce_sum(x, axis=-1),
                 tf.ones([], x.dtype),
                 atol=_simplex_tolerance(x),
                 rtol=0.0,
-                message="Sample must be in the simplex: entries must sum to 1.",
+                message="Sample must be in the simplex: entries must sum to 1",
             ),
         ]
+
+
+def _check_static_probs(probs: tf.Tensor) -> None:
+    """Raises ``ValueError`` if ``probs`` has a known value that is not > 0."""
+    value = tf.get_static_value(probs)
+    if value is None:
+        return
+    bad = ~(np.asarray(value) > 0)  # also catches NaN
+    if bad.any():
+        index = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(
+            "`probs` must be strictly positive: a zero probability puts the "
+            "distribution on a face of the simplex, where it has no density. "
+            f"{int(bad.sum())} of {bad.size} entries are not > 0; the first is "
+            f"probs[{', '.join(map(str, index))}] = {float(value[index])}. Use a "
+            "small positive probability instead, or drop the class."
+        )
+
+
+def _check_event_size(x: tf.Tensor, num_classes) -> bool:
+    """Raises ``ValueError`` if the last axis of ``x`` is statically wrong.
+
+    ``x`` is the event passed to ``log_prob``/``prob`` (TFP's ``value``);
+    ``num_classes`` is an int, or a tensor when the class axis is dynamic.
+    Without this check a mismatch fails deep inside TensorFlow with a raw
+    "Incompatible shapes" error, or broadcasts silently for a size-1 axis.
+    Returns whether the size was checked (both sizes known statically).
+    """
+    if x.shape.rank == 0:
+        raise ValueError(
+            "`value` must have the classes along its last axis; got a scalar."
+        )
+    size = tf.compat.dimension_value(x.shape[-1]) if x.shape.rank else None
+    if size is None or not isinstance(num_classes, int):
+        return False
+    if size != num_classes:
+        raise ValueError(
+            f"`value` must have {num_classes} entries along its last axis (the "
+            f"distribution's classes), but it has {size} (shape {x.shape})."
+        )
+    return True
+
+
+def _event_size_assertions(x: tf.Tensor, num_classes) -> list[tf.Operation]:
+    """`_check_event_size`, plus a runtime assertion where sizes are dynamic."""
+    if _check_event_size(x, num_classes):
+        return []
+    return [
+        assert_util.assert_equal(
+            tf.shape(x)[-1],
+            tf.cast(num_classes, tf.int32),
+            message="`value` must have as many entries along its last axis as "
+            "the distribution has classes",
+        )
+    ]
 
 
 def _simplex_tolerance(x: tf.Tensor) -> tf.Tensor:
@@ -614,6 +696,13 @@ def _kl_continuous_categorical(a, b, name=None):
     shift-invariant) so no large common offset cancels.
     """
     with tf.name_scope(name or "kl_continuous_categorical"):
+        ka, kb = a._num_classes(), b._num_classes()
+        if isinstance(ka, int) and isinstance(kb, int) and ka != kb:
+            raise ValueError(
+                "KL divergence between continuous categoricals needs the same "
+                f"number of classes: `distribution_a` has {ka} and "
+                f"`distribution_b` has {kb}."
+            )
         za, _ = _shift_logits(a._logits_parameter_no_checks())
         zb, _ = _shift_logits(b._logits_parameter_no_checks())
         mean_a = cc_ops.cc_mean(za)
