@@ -2,7 +2,7 @@
 
 Two logical CPU devices must be configured before TensorFlow initialises
 its devices, so the whole comparison runs in a fresh interpreter (TensorFlow
-backend, whatever backend this session uses).
+backend, whatever backend the test process uses).
 """
 
 from __future__ import annotations
