@@ -471,7 +471,7 @@ def _while(cond, body, state):
 
 def _fori_loop(count: int, body, state):
     """``state = body(j, state)`` for j in range(count), one at a time."""
-    if _is_eager(state):
+    if isinstance(count, int) and _is_eager(state):
         for j in range(count):
             state = body(j, state)
         return state
