@@ -7,8 +7,16 @@ The CC negative log-likelihood of a target ``y`` on the simplex under logits
 (label smoothing, distillation, vote fractions), see docs/numerics.md and
 Gordon-Rodriguez et al., "Uses and abuses of the cross-entropy loss" (2020).
 
-Everything is written with ``keras.ops`` and runs on the TensorFlow and JAX
-backends, eagerly, under ``tf.function``/``jax.jit`` and under XLA.
+Everything is written with ``keras.ops`` and runs on the TensorFlow, JAX and
+PyTorch backends, eagerly, under ``tf.function``/``jax.jit`` and under XLA;
+what differs per backend lives in ``keras_cc._backend``.
+
+Each loss is a function of ``(y_true, y_pred, **options)`` plus two thin
+classes, a ``keras.losses.Loss`` here and a ``keras.metrics.Metric`` in
+``keras_cc.metrics``, that store the options once (``_fn_kwargs``, as Keras'
+own ``LossFunctionWrapper`` and ``MeanMetricWrapper`` do), pass them to the
+function, expose them as read-only attributes and save them in
+``get_config``.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_cc import _backend
 from keras_cc.ops import cc_log_partition
 
 __all__ = [
@@ -108,8 +117,12 @@ def label_smoothing_logit_scale(num_classes: int, label_smoothing: float) -> flo
     return cc_gap / ls_gap
 
 
-def _check_logit_scale(logit_scale, label_smoothing: float):
-    """Validate `logit_scale` (a positive finite number or "auto")."""
+def _check_options(label_smoothing: float, logit_scale) -> None:
+    """Validate the options every CC loss takes (at construction and call)."""
+    if not 0.0 <= float(label_smoothing) <= 1.0:
+        raise ValueError(
+            f"`label_smoothing` must be in [0, 1]. Received: {label_smoothing}"
+        )
     if isinstance(logit_scale, str):
         if logit_scale != "auto":
             raise ValueError(
@@ -139,7 +152,6 @@ def _check_logit_scale(logit_scale, label_smoothing: float):
 
 def _resolve_logit_scale(logit_scale, label_smoothing: float, num_classes) -> float:
     """The numeric scale; "auto" needs the number of classes statically."""
-    _check_logit_scale(logit_scale, label_smoothing)
     if logit_scale != "auto":
         return float(logit_scale)
     if num_classes is None:
@@ -150,65 +162,19 @@ def _resolve_logit_scale(logit_scale, label_smoothing: float, num_classes) -> fl
     return label_smoothing_logit_scale(int(num_classes), label_smoothing)
 
 
-def _recover_tf_logits(y_pred):
-    """The logits behind a softmax output, or None (TensorFlow backend only).
-
-    Keras' TensorFlow backend records the input of `softmax` on its output as
-    `_keras_logits`, and in a graph the producing op is visible; Keras' own
-    cross-entropy uses both. The CC loss needs the logits even more than
-    cross-entropy does: a CC-LS optimum sits at logit gaps near 100, while
-    probabilities clipped to [1e-7, 1 - 1e-7] cap the gap near 16. JAX arrays
-    carry no such attribute, so there the clipped probabilities are used.
-    """
-    if keras.backend.backend() != "tensorflow":
-        return None
-    logits = getattr(y_pred, "_keras_logits", None)
-    if logits is not None:
-        return logits
-    import tensorflow as tf
-
-    if isinstance(y_pred, (tf.__internal__.EagerTensor, tf.Variable)):
-        return None
-    op = getattr(y_pred, "op", None)
-    # A softmax output cast to the loss dtype (mixed precision) is
-    # Cast(Softmax(logits)) in the graph: look through the cast.
-    if op is not None and op.type == "Cast":
-        op = op.inputs[0].op
-    if op is not None and op.type == "Softmax" and len(op.inputs) == 1:
-        return op.inputs[0]
-    return None
-
-
-def _is_concrete(x) -> bool:
-    """Whether `x` holds values now (eager), as opposed to a traced symbol."""
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return isinstance(x, tf.__internal__.EagerTensor)
-    if backend == "jax":
-        import jax
-
-        return not isinstance(x, jax.core.Tracer)
-    if backend == "numpy":
-        return True
-    if backend == "torch":
-        import torch
-
-        return not torch.compiler.is_compiling()
-    return False
-
-
-def _validate_targets(y_true, axis: int, source_dtype: str):
-    """Raise (eager) or assert (TF graph) that `y_true` lies on the simplex.
+def _check_targets(y_true, axis: int, source_dtype: str):
+    """Check that `y_true` lies on the simplex along `axis`.
 
     Checked on the target as given, before label smoothing: smoothing mixes it
     with the uniform vector, so the smoothed target is on the simplex too.
-    Returns `y_true`, carrying control dependencies on the asserts in a graph.
+
+    Returns `(y_true, valid)`. Eagerly a bad target raises a `ValueError` and
+    `valid` is None. Traced, `valid` is a boolean per row, for the caller to
+    turn failed rows into NaN; in a TensorFlow graph `y_true` also carries
+    runtime asserts (which XLA drops).
     """
-    dtype = source_dtype
-    tol = _SUM_TOLERANCE.get(dtype, _DEFAULT_SUM_TOLERANCE)
-    if _is_concrete(y_true):
+    tol = _SUM_TOLERANCE.get(source_dtype, _DEFAULT_SUM_TOLERANCE)
+    if _backend.is_concrete(y_true):
         values = np.asarray(ops.convert_to_numpy(y_true), dtype=np.float64)
         if not np.all(np.isfinite(values)):
             raise ValueError(
@@ -226,31 +192,44 @@ def _validate_targets(y_true, axis: int, source_dtype: str):
             raise ValueError(
                 "`y_true` must lie on the simplex, but its rows do not sum to 1 "
                 f"along axis {axis}: the largest deviation is {worst:.6g} "
-                f"(tolerance {tol:g} for {dtype}). Nothing is renormalised "
-                "silently: normalise the targets yourself."
+                f"(tolerance {tol:g} for {source_dtype}). Nothing is "
+                "renormalised silently: normalise the targets yourself."
             )
-        return y_true
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
+        return y_true, None
+    finite = ops.all(ops.isfinite(y_true), axis=axis)
+    non_negative = ops.all(y_true >= 0, axis=axis)
+    sums_to_one = ops.abs(ops.sum(y_true, axis=axis) - 1.0) <= tol
+    y_true = _backend.graph_asserts(
+        y_true,
+        [
+            (finite, "`y_true` must be finite."),
+            (non_negative, "`y_true` must lie on the simplex (entries >= 0)."),
+            (
+                sums_to_one,
+                f"`y_true` rows must sum to 1 along axis {axis} (tolerance {tol:g}).",
+            ),
+        ],
+    )
+    return y_true, ops.logical_and(ops.logical_and(finite, non_negative), sums_to_one)
 
-        # Graph mode: runtime asserts (they raise InvalidArgumentError when the
-        # step runs). XLA drops Assert ops, so under `jit_compile=True` the
-        # check is a no-op; JAX traces cannot raise on values at all.
-        checks = [
-            tf.debugging.assert_all_finite(y_true, message="`y_true` must be finite."),
-            tf.debugging.assert_non_negative(
-                y_true, message="`y_true` must lie on the simplex (entries >= 0)."
-            ),
-            tf.debugging.assert_less_equal(
-                tf.abs(tf.reduce_sum(y_true, axis=axis) - 1.0),
-                tf.constant(tol, y_true.dtype),
-                message=f"`y_true` rows must sum to 1 along axis {axis} "
-                f"(tolerance {tol:g}).",
-            ),
-        ]
-        with tf.control_dependencies(checks):
-            return tf.identity(y_true)
-    return y_true
+
+def _check_labels(labels, num_classes: int):
+    """Check that integer `labels` lie in `[0, num_classes)`.
+
+    Returns `(labels, valid)` as `_check_targets` does: eagerly a bad label
+    raises a `ValueError`; traced, `valid` marks the rows in range.
+    """
+    if _backend.is_concrete(labels):
+        values = np.asarray(ops.convert_to_numpy(labels))
+        if values.size and (values.min() < 0 or values.max() >= num_classes):
+            raise ValueError(
+                f"`y_true` must hold class labels in [0, {num_classes}); "
+                f"received labels in [{values.min()}, {values.max()}]."
+            )
+        return labels, None
+    valid = ops.logical_and(labels >= 0, labels < num_classes)
+    message = f"`y_true` labels must lie in [0, {num_classes})."
+    return _backend.graph_asserts(labels, [(valid, message)]), valid
 
 
 def _check_shapes(y_true, y_pred):
@@ -270,14 +249,14 @@ def _check_shapes(y_true, y_pred):
 
 def _logits_from_pred(y_pred, from_logits: bool, fn_name: str):
     """The logits to use, in the compute dtype (float32 for half inputs)."""
-    recovered = _recover_tf_logits(y_pred)
+    recovered = _backend.softmax_logits(y_pred)
     if recovered is not None:
         if from_logits:
             warnings.warn(
                 f"`{fn_name}` received `from_logits=True`, but the `y_pred` "
                 "argument was produced by a softmax activation and thus does "
                 "not represent logits. Was this intended?",
-                stacklevel=3,
+                stacklevel=4,
             )
         y_pred = recovered
         from_logits = True
@@ -310,6 +289,51 @@ def _cc_nll(y_true, logits, axis: int):
     return value + ops.squeeze(shift, axis) * (1.0 - ops.sum(y_true, axis=axis))
 
 
+def _crossentropy(
+    y_true,
+    y_pred,
+    valid,
+    *,
+    from_logits: bool,
+    label_smoothing: float,
+    axis: int,
+    logit_scale,
+    fn_name: str,
+):
+    """The CC NLL of targets `y_true` under `y_pred` (arguments checked).
+
+    `valid` is None, or a boolean per row from a traced check: rows that
+    failed get NaN logits, so their loss and their gradient rows are NaN.
+    That is the convention of Keras' sparse cross-entropy on GPU for labels
+    out of range: where no error can be raised (XLA, `jax.jit`,
+    `torch.compile`), `keras.callbacks.TerminateOnNaN` and non-finite
+    counters still see the bad target instead of a finite wrong loss.
+    """
+    scale = _resolve_logit_scale(logit_scale, label_smoothing, y_pred.shape[axis])
+    logits = _logits_from_pred(y_pred, from_logits, fn_name)
+    if scale != 1.0:
+        logits = logits * ops.cast(scale, logits.dtype)
+    y_true = ops.cast(y_true, logits.dtype)
+    if label_smoothing:
+        num_classes = ops.cast(ops.shape(y_true)[axis], y_true.dtype)
+        y_true = y_true * (1.0 - label_smoothing) + label_smoothing / num_classes
+    if valid is not None:
+        # Added, not selected with `where`: the gradient of a `where` is zero
+        # on the rows it replaces, and those rows must get NaN gradients.
+        logits = logits + ops.where(
+            ops.expand_dims(valid, axis),
+            ops.zeros_like(logits),
+            ops.full_like(logits, float("nan")),
+        )
+    return _cc_nll(y_true, logits, axis)
+
+
+def _as_tensor(y_pred):
+    """`y_pred` as a tensor; a tensor is kept as it is, with its attributes
+    (`_keras_logits`, see `_backend.softmax_logits`)."""
+    return y_pred if hasattr(y_pred, "shape") else ops.convert_to_tensor(y_pred)
+
+
 @keras.saving.register_keras_serializable(package="keras_cc")
 def continuous_categorical_crossentropy(
     y_true,
@@ -331,10 +355,10 @@ def continuous_categorical_crossentropy(
     `from_logits=True` is recommended: a CC label-smoothing optimum sits at
     logit gaps near 100, but probabilities clipped to `[eps, 1 - eps]` (as
     Keras clips them, `eps = keras.backend.epsilon()`) cap the gap near 16.
-    With `from_logits=False` on the TensorFlow backend, the logits behind a
-    Keras softmax output are recovered (as Keras' own cross-entropy does), so
-    a `Dense(..., activation="softmax")` head also works; on JAX the clipped
-    probabilities are used.
+    With `from_logits=False` on the TensorFlow and PyTorch backends, the
+    logits behind a Keras softmax output are recovered (as Keras' TensorFlow
+    cross-entropy does), so a `Dense(..., activation="softmax")` head also
+    works; on JAX the clipped probabilities are used.
 
     Args:
         y_true: Targets on the simplex along `axis` (e.g. one-hot), same shape
@@ -348,10 +372,11 @@ def continuous_categorical_crossentropy(
         validate_targets: If `True` (default), check that `y_true` is finite,
             non-negative and sums to 1 along `axis` (within 1e-3 for float32
             targets, 1e-6 for float64, 1e-2 for float16, 5e-2 for bfloat16),
-            before smoothing. Eagerly a
-            `ValueError` is raised; in a TensorFlow graph, runtime asserts
-            raise `InvalidArgumentError` (dropped by XLA); under JAX tracing
-            no check is possible. Nothing is clipped or renormalised.
+            before smoothing. Eagerly a `ValueError` is raised; in a
+            TensorFlow graph, runtime asserts raise `InvalidArgumentError`.
+            Where no error can be raised (XLA, `jax.jit`, `torch.compile`)
+            the loss of each invalid row is NaN, and so is its gradient row.
+            Nothing is clipped or renormalised.
         logit_scale: The CC's logits are `logit_scale * z`. Defaults to `1.0`,
             the plain likelihood. `"auto"` (needs `label_smoothing` in (0, 1))
             uses `label_smoothing_logit_scale(K, label_smoothing)`, about 22
@@ -372,31 +397,28 @@ def continuous_categorical_crossentropy(
     >>> np.round(np.asarray(loss), 4)
     array([-2.6406, -0.6931], dtype=float32)
     """
-    y_pred_in = y_pred
-    if not hasattr(y_pred, "shape"):
-        y_pred = ops.convert_to_tensor(y_pred)
-        y_pred_in = y_pred
+    _check_options(label_smoothing, logit_scale)
+    y_pred = _as_tensor(y_pred)
     axis = _canonical_axis(axis, len(y_pred.shape))
-    if not 0.0 <= float(label_smoothing) <= 1.0:
-        raise ValueError(
-            f"`label_smoothing` must be in [0, 1]. Received: {label_smoothing}"
-        )
-    scale = _resolve_logit_scale(logit_scale, label_smoothing, y_pred.shape[axis])
-    logits = _logits_from_pred(
-        y_pred_in, from_logits, "continuous_categorical_crossentropy"
-    )
-    if scale != 1.0:
-        logits = logits * ops.cast(scale, logits.dtype)
     y_true = ops.convert_to_tensor(y_true)
-    _check_shapes(y_true, logits)
-    source_dtype = keras.backend.standardize_dtype(y_true.dtype)
-    y_true = ops.cast(y_true, logits.dtype)
+    _check_shapes(y_true, y_pred)
+    valid = None
     if validate_targets:
-        y_true = _validate_targets(y_true, axis, source_dtype)
-    if label_smoothing:
-        num_classes = ops.cast(ops.shape(y_true)[axis], y_true.dtype)
-        y_true = y_true * (1.0 - label_smoothing) + label_smoothing / num_classes
-    return _cc_nll(y_true, logits, axis)
+        source_dtype = keras.backend.standardize_dtype(y_true.dtype)
+        # Summed in float32 at least: half-precision sums over many classes
+        # would round by more than the tolerance.
+        y_true = ops.cast(y_true, _compute_dtype(source_dtype))
+        y_true, valid = _check_targets(y_true, axis, source_dtype)
+    return _crossentropy(
+        y_true,
+        y_pred,
+        valid,
+        from_logits=from_logits,
+        label_smoothing=label_smoothing,
+        axis=axis,
+        logit_scale=logit_scale,
+        fn_name="continuous_categorical_crossentropy",
+    )
 
 
 @keras.saving.register_keras_serializable(package="keras_cc")
@@ -426,7 +448,8 @@ def sparse_continuous_categorical_crossentropy(
         axis: The class axis of `y_pred`. Defaults to `-1`.
         validate_targets: If `True` (default), labels outside
             `[0, num_classes)` raise a `ValueError` eagerly (runtime asserts in
-            a TensorFlow graph; no check under JAX tracing or XLA).
+            a TensorFlow graph); under XLA, `jax.jit` or `torch.compile` the
+            loss and gradient rows of such labels are NaN.
         logit_scale: The CC's logits are `logit_scale * z`; a positive number
             or `"auto"`, as in `continuous_categorical_crossentropy`.
 
@@ -441,8 +464,8 @@ def sparse_continuous_categorical_crossentropy(
     >>> np.round(np.asarray(loss), 4)
     array([-2.6406, -0.6931], dtype=float32)
     """
-    if not hasattr(y_pred, "shape"):
-        y_pred = ops.convert_to_tensor(y_pred)
+    _check_options(label_smoothing, logit_scale)
+    y_pred = _as_tensor(y_pred)
     rank = len(y_pred.shape)
     axis = _canonical_axis(axis, rank)
     num_classes = y_pred.shape[axis]
@@ -465,76 +488,60 @@ def sparse_continuous_categorical_crossentropy(
             f"received y_true.shape={tuple(y_true.shape)}."
         )
     y_true = ops.cast(y_true, "int32")
+    valid = None
     if validate_targets:
-        y_true = _validate_labels(y_true, num_classes)
-    one_hot = ops.one_hot(y_true, num_classes, axis=axis)
-    # The one-hot target is on the simplex by construction (labels checked).
-    return continuous_categorical_crossentropy(
-        one_hot,
+        y_true, valid = _check_labels(y_true, num_classes)
+    if valid is not None:
+        # A label out of range is one-hot encoded as zeros (TensorFlow, JAX)
+        # or an error (PyTorch); its row becomes NaN below in any case.
+        y_true = ops.where(valid, y_true, ops.zeros_like(y_true))
+    return _crossentropy(
+        ops.one_hot(y_true, num_classes, axis=axis),
         y_pred,
+        valid,
         from_logits=from_logits,
         label_smoothing=label_smoothing,
         axis=axis,
-        validate_targets=False,
         logit_scale=logit_scale,
+        fn_name="sparse_continuous_categorical_crossentropy",
     )
 
 
-def _validate_labels(labels, num_classes: int):
-    if _is_concrete(labels):
-        values = np.asarray(ops.convert_to_numpy(labels))
-        if values.size and (values.min() < 0 or values.max() >= num_classes):
-            raise ValueError(
-                f"`y_true` must hold class labels in [0, {num_classes}); "
-                f"received labels in [{values.min()}, {values.max()}]."
-            )
-        return labels
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
+class _StoredOptions:
+    """The options of a loss function, stored once in `_fn_kwargs`.
 
-        checks = [
-            tf.debugging.assert_non_negative(
-                labels, message="`y_true` labels must be >= 0."
-            ),
-            tf.debugging.assert_less(
-                labels,
-                tf.constant(num_classes, labels.dtype),
-                message=f"`y_true` labels must be < {num_classes}.",
-            ),
-        ]
-        with tf.control_dependencies(checks):
-            return tf.identity(labels)
-    return labels
-
-
-def _keep_softmax_logits(loss_dtype, y_pred):
-    """Cast a softmax output to the loss dtype, keeping `_keras_logits`.
-
-    `Loss.__call__` casts `y_pred` to the loss dtype (float32 under mixed
-    precision), which drops the attribute through which Keras' TF backend
-    exposes the logits behind a softmax. Cast it here and carry the logits
-    (and the Keras mask) over.
+    Keras' `LossFunctionWrapper` and `MeanMetricWrapper` keep the keyword
+    arguments they pass to their function in `_fn_kwargs`; this mixin reads
+    them as attributes (`loss.from_logits`) and saves them in `get_config`.
+    The function itself is fixed by the class, so it is not saved: the
+    config holds the constructor's arguments, as in keras_cc 0.1.
     """
-    logits = getattr(y_pred, "_keras_logits", None)
-    if logits is None or keras.backend.standardize_dtype(y_pred.dtype) == (
-        keras.backend.standardize_dtype(loss_dtype)
-    ):
-        return y_pred
-    # TensorFlow tensors take attributes directly (Keras stores its masks
-    # there too), so plain attribute access is enough on this backend.
-    cast = ops.cast(y_pred, loss_dtype)
-    try:
-        cast._keras_logits = ops.cast(logits, loss_dtype)
-        mask = getattr(y_pred, "_keras_mask", None)
-        if mask is not None:
-            cast._keras_mask = mask
-    except AttributeError:
-        return y_pred
-    return cast
+
+    def __getattr__(self, name):
+        # Only called when normal lookup fails: options are not attributes.
+        options = self.__dict__.get("_fn_kwargs", {})
+        if name in options:
+            return options[name]
+        raise AttributeError(
+            f"'{type(self).__name__}' object has no attribute '{name}'"
+        )
+
+    def __setattr__(self, name, value):
+        if name in self.__dict__.get("_fn_kwargs", {}):
+            raise AttributeError(
+                f"`{name}` is fixed when the {type(self).__name__} is created; "
+                "create a new one with the option you want."
+            )
+        super().__setattr__(name, value)
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("fn", None)
+        return config | self._fn_kwargs
 
 
-class _ContinuousCategoricalLoss(keras.losses.Loss):
-    """Base of the CC losses: `keras.losses.Loss` around a loss function.
+class _LossFunctionWrapper(_StoredOptions, keras.losses.Loss):
+    """`keras.losses.Loss` around a CC loss function and its options.
 
     Mirrors Keras' (private) `LossFunctionWrapper`; the rank matching it does
     is left out on purpose: the dense loss needs equal shapes (a mismatch is
@@ -542,33 +549,27 @@ class _ContinuousCategoricalLoss(keras.losses.Loss):
     size-1 label axis itself.
     """
 
-    def __init__(self, fn, reduction, name, dtype, **kwargs):
-        super().__init__(name=name, reduction=reduction, dtype=dtype)
+    def __init__(self, fn, reduction, name, dtype, **options):
         # Fail at construction, not at the first training step.
-        _check_logit_scale(kwargs["logit_scale"], kwargs["label_smoothing"])
+        _check_options(options["label_smoothing"], options["logit_scale"])
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.fn = fn
-        # The options are stored once: as attributes for users, and in
-        # `get_config` for saving.
-        self._fn_kwargs = kwargs
-        for option, value in kwargs.items():
-            setattr(self, option, value)
+        self._fn_kwargs = options
 
     def __call__(self, y_true, y_pred, sample_weight=None):
-        if keras.backend.backend() == "tensorflow":
-            y_pred = keras.tree.map_structure(
-                lambda x: _keep_softmax_logits(self.dtype, x), y_pred
-            )
+        # `Loss.__call__` casts `y_pred` to the loss dtype, which would drop
+        # the logits behind a softmax output.
+        y_pred = keras.tree.map_structure(
+            lambda x: _backend.cast_keeping_softmax_logits(x, self.dtype), y_pred
+        )
         return super().__call__(y_true, y_pred, sample_weight=sample_weight)
 
     def call(self, y_true, y_pred):
         return self.fn(y_true, y_pred, **self._fn_kwargs)
 
-    def get_config(self):
-        return super().get_config() | self._fn_kwargs
-
 
 @keras.saving.register_keras_serializable(package="keras_cc")
-class ContinuousCategoricalCrossentropy(_ContinuousCategoricalLoss):
+class ContinuousCategoricalCrossentropy(_LossFunctionWrapper):
     """Continuous categorical (CC) negative log-likelihood loss.
 
     Use it where you would use `keras.losses.CategoricalCrossentropy` with
@@ -582,9 +583,10 @@ class ContinuousCategoricalCrossentropy(_ContinuousCategoricalLoss):
     Prefer `from_logits=True` (a linear last layer): the CC-LS optimum sits
     at logit gaps near 100, while probabilities clipped like Keras clips them
     (`[eps, 1 - eps]`, `eps = keras.backend.epsilon()`) cap the gap near 16.
-    With `from_logits=False` on the TensorFlow backend the logits behind a
-    Keras softmax output are recovered, as Keras' own cross-entropy does
-    (also under mixed precision); on JAX the clipped probabilities are used.
+    With `from_logits=False` on the TensorFlow and PyTorch backends the
+    logits behind a Keras softmax output are recovered, as Keras' TensorFlow
+    cross-entropy does (also under mixed precision); on JAX the clipped
+    probabilities are used.
 
     The loss is computed in float32 for float16/bfloat16 inputs.
 
@@ -610,10 +612,12 @@ class ContinuousCategoricalCrossentropy(_ContinuousCategoricalLoss):
         validate_targets: If `True` (default), `y_true` must be finite,
             non-negative and sum to 1 along `axis` within 1e-3 (the loss
             casts `y_true` to its dtype first: float32 by default; 1e-6 for
-            float64), checked before smoothing. Eagerly a
-            `ValueError` is raised; in a TensorFlow graph, runtime asserts
-            raise `InvalidArgumentError` (XLA drops them); JAX traced code is
-            not checked. Set `False` to skip the check.
+            float64), checked before smoothing. Eagerly a `ValueError` is
+            raised; in a TensorFlow graph, runtime asserts raise
+            `InvalidArgumentError`; where no error can be raised (XLA,
+            `jax.jit`, `torch.compile`) the loss of each invalid row is NaN,
+            so `keras.callbacks.TerminateOnNaN` stops the run. Set `False` to
+            skip the check.
         logit_scale: A positive number `s` or `"auto"`: the loss is the CC
             negative log-likelihood under logits `s * z`. Defaults to `1.0`.
             Use `"auto"` for CC-LS (`label_smoothing=α` here) and
@@ -680,8 +684,8 @@ class ContinuousCategoricalCrossentropy(_ContinuousCategoricalLoss):
     ):
         super().__init__(
             continuous_categorical_crossentropy,
-            name=name,
             reduction=reduction,
+            name=name,
             dtype=dtype,
             from_logits=from_logits,
             label_smoothing=label_smoothing,
@@ -692,7 +696,7 @@ class ContinuousCategoricalCrossentropy(_ContinuousCategoricalLoss):
 
 
 @keras.saving.register_keras_serializable(package="keras_cc")
-class SparseContinuousCategoricalCrossentropy(_ContinuousCategoricalLoss):
+class SparseContinuousCategoricalCrossentropy(_LossFunctionWrapper):
     """Continuous categorical (CC) negative log-likelihood, integer labels.
 
     Like `ContinuousCategoricalCrossentropy` with `one_hot(y_true)` targets:
@@ -714,7 +718,8 @@ class SparseContinuousCategoricalCrossentropy(_ContinuousCategoricalLoss):
             computed in float32).
         validate_targets: If `True` (default), labels outside
             `[0, num_classes)` raise a `ValueError` eagerly (runtime asserts in
-            a TensorFlow graph; not checked under XLA or JAX tracing).
+            a TensorFlow graph); under XLA, `jax.jit` or `torch.compile` their
+            rows' loss is NaN.
         logit_scale: A positive number or `"auto"`: the CC's logits are
             `logit_scale * z`; see `ContinuousCategoricalCrossentropy`.
 
@@ -751,8 +756,8 @@ class SparseContinuousCategoricalCrossentropy(_ContinuousCategoricalLoss):
     ):
         super().__init__(
             sparse_continuous_categorical_crossentropy,
-            name=name,
             reduction=reduction,
+            name=name,
             dtype=dtype,
             from_logits=from_logits,
             label_smoothing=label_smoothing,

@@ -10,7 +10,8 @@ from __future__ import annotations
 import keras
 
 from keras_cc.losses import (
-    _check_logit_scale,
+    _check_options,
+    _StoredOptions,
     continuous_categorical_crossentropy,
     sparse_continuous_categorical_crossentropy,
 )
@@ -21,21 +22,17 @@ __all__ = [
 ]
 
 
-class _ContinuousCategoricalMetric(keras.metrics.MeanMetricWrapper):
-    def __init__(self, fn, name: str, dtype, **kwargs):
-        _check_logit_scale(kwargs["logit_scale"], kwargs["label_smoothing"])
-        super().__init__(fn, name=name, dtype=dtype, **kwargs)
-        # The options are stored once: as attributes for users, and in
-        # `get_config` for saving.
-        self._fn_options = kwargs
-        for option, value in kwargs.items():
-            setattr(self, option, value)
+class _MeanMetricWrapper(_StoredOptions, keras.metrics.MeanMetricWrapper):
+    """`keras.metrics.MeanMetricWrapper` around a CC loss function and its
+    options (stored once, see `keras_cc.losses._StoredOptions`)."""
+
+    def __init__(self, fn, name: str, dtype, **options):
+        # Fail at construction, not at the first evaluation.
+        _check_options(options["label_smoothing"], options["logit_scale"])
+        super().__init__(fn, name=name, dtype=dtype, **options)
         # A negative log-likelihood: lower is better (e.g. for callbacks that
         # monitor it with mode="auto").
         self._direction = "down"
-
-    def get_config(self):
-        return {"name": self.name, "dtype": self.dtype} | self._fn_options
 
 
 # Registered under a name distinct from the loss class of the same name: the
@@ -44,7 +41,7 @@ class _ContinuousCategoricalMetric(keras.metrics.MeanMetricWrapper):
 @keras.saving.register_keras_serializable(
     package="keras_cc", name="ContinuousCategoricalCrossentropyMetric"
 )
-class ContinuousCategoricalCrossentropy(_ContinuousCategoricalMetric):
+class ContinuousCategoricalCrossentropy(_MeanMetricWrapper):
     """Mean continuous categorical (CC) negative log-likelihood.
 
     The metric form of `keras_cc.losses.ContinuousCategoricalCrossentropy`:
@@ -56,8 +53,8 @@ class ContinuousCategoricalCrossentropy(_ContinuousCategoricalMetric):
         dtype: (Optional) data type of the metric result.
         from_logits: Whether `y_pred` is expected to be a logits tensor. By
             default, we assume that `y_pred` encodes a probability
-            distribution (on the TensorFlow backend the logits behind a Keras
-            softmax output are recovered).
+            distribution (on the TensorFlow and PyTorch backends the logits
+            behind a Keras softmax output are recovered).
         label_smoothing: Float in [0, 1]. When > 0, the target is
             `y_true * (1 - label_smoothing) + label_smoothing / num_classes`.
         axis: The class axis. Defaults to `-1`.
@@ -118,7 +115,7 @@ class ContinuousCategoricalCrossentropy(_ContinuousCategoricalMetric):
 @keras.saving.register_keras_serializable(
     package="keras_cc", name="SparseContinuousCategoricalCrossentropyMetric"
 )
-class SparseContinuousCategoricalCrossentropy(_ContinuousCategoricalMetric):
+class SparseContinuousCategoricalCrossentropy(_MeanMetricWrapper):
     """Mean continuous categorical (CC) negative log-likelihood, int labels.
 
     The metric form of `keras_cc.losses.SparseContinuousCategoricalCrossentropy`:

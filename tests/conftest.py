@@ -1,4 +1,5 @@
-"""Shared test setup: float64 on JAX, and backend-agnostic gradient helpers."""
+"""Shared test setup: float64 on JAX, and backend-agnostic helpers
+(gradients, compiled functions) for TensorFlow, JAX and PyTorch."""
 
 import os
 import sys
@@ -15,6 +16,14 @@ if keras.backend.backend() == "jax":
 
     # Without this JAX silently computes float64 inputs in float32.
     jax.config.update("jax_enable_x64", True)
+
+
+# `jit_compile` for `model.compile` in tests of compiled training: XLA on
+# TensorFlow and JAX. On PyTorch `jit_compile=True` means torch.compile with
+# inductor, whose C++ code generation takes many minutes per model on a CPU;
+# there `fit` runs eagerly, Keras' default, and `compiled()` below covers
+# compiled PyTorch code.
+JIT_COMPILE = keras.backend.backend() != "torch"
 
 
 def to_numpy(t) -> np.ndarray:
@@ -45,6 +54,31 @@ def value_and_grad(fn, z):
         value = torch.sum(fn(t))
         value.backward()
         return value.detach().numpy(), t.grad.numpy()
+    raise NotImplementedError(backend)
+
+
+def compiled(fn, xla: bool = False):
+    """``fn`` compiled the way the active backend compiles a train step.
+
+    TensorFlow: ``tf.function`` (a graph; ``xla=True`` adds XLA). JAX:
+    ``jax.jit`` (always XLA). PyTorch: ``torch.compile`` with the
+    ``aot_eager`` backend, which traces like the default one but skips its
+    C++ code generation (minutes on CPU). In all but a plain TensorFlow
+    graph, values are unknown while tracing and nothing can raise on them.
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(fn, jit_compile=xla)
+    if backend == "jax":
+        import jax
+
+        return jax.jit(fn)
+    if backend == "torch":
+        import torch
+
+        return torch.compile(fn, backend="aot_eager")
     raise NotImplementedError(backend)
 
 

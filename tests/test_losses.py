@@ -1,8 +1,9 @@
 """Tests of keras_cc.losses against independent references.
 
 Backend-agnostic: CI runs this module under the TensorFlow backend and again
-with KERAS_BACKEND=jax. Backend-specific behaviour (softmax-logit recovery,
-graph-mode asserts) is asserted per backend, never skipped.
+with KERAS_BACKEND=jax; it passes under KERAS_BACKEND=torch too (docs/api.md,
+"Backends"). Backend-specific behaviour (softmax-logit recovery, graph-mode
+asserts) is asserted per backend, never skipped.
 """
 
 from __future__ import annotations
@@ -18,12 +19,15 @@ import _cc_reference as ref
 import keras
 import numpy as np
 import pytest
+from conftest import JIT_COMPILE, compiled, value_and_grad
 from conftest import to_numpy as _np
 from keras import ops
 
 from keras_cc import losses as cc_losses
 
 BACKEND = keras.backend.backend()
+# Backends whose tensors carry `_keras_logits`, the logits behind a softmax.
+RECOVERS_SOFTMAX_LOGITS = BACKEND in ("tensorflow", "torch")
 RNG = np.random.default_rng(20201105)
 # Most tests use batches of B rows and K in {2, 3, 5, 10, 100}: on JAX every
 # new eager shape costs seconds of compilation, so shapes are shared.
@@ -51,34 +55,6 @@ def _distinct_logits(shape, scale=3.0, min_gap=1e-2):
 def _soft_targets(shape):
     y = RNG.dirichlet(np.ones(shape[-1]), size=shape[:-1]).astype(np.float32)
     return y
-
-
-def _value_and_grad(fn, x):
-    """(fn(x), d fn / dx) for a scalar fn, with the backend's autodiff."""
-    x = ops.convert_to_tensor(x)
-    if BACKEND == "tensorflow":
-        import tensorflow as tf
-
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            value = fn(x)
-        return _np(value), _np(tape.gradient(value, x))
-    if BACKEND == "jax":
-        import jax
-
-        value, grad = jax.value_and_grad(fn)(x)
-        return _np(value), _np(grad)
-    raise AssertionError(f"tests support tensorflow and jax, not {BACKEND}")
-
-
-def _jit(fn):
-    if BACKEND == "tensorflow":
-        import tensorflow as tf
-
-        return tf.function(fn)
-    import jax
-
-    return jax.jit(fn)
 
 
 def _nll_tol(y, z, rel=1e-5):
@@ -232,7 +208,7 @@ def test_gradient_is_mean_minus_target(label_smoothing):
             )
         )
 
-    _, grad = _value_and_grad(total, z)
+    _, grad = value_and_grad(total, z)
     want = np.stack([ref.mean(row) for row in z]) - ref.smooth(y, label_smoothing)
     np.testing.assert_allclose(grad, want, atol=2e-5)
 
@@ -256,7 +232,7 @@ def test_gradient_finite_at_ties_and_extremes():
             cc_losses.continuous_categorical_crossentropy(y, logits, from_logits=True)
         )
 
-    value, grad = _value_and_grad(total, z)
+    value, grad = value_and_grad(total, z)
     assert np.isfinite(value) and np.all(np.isfinite(grad))
     # The docs/numerics.md float32 bar on the mean: 1e-5 + 1e-3 * mean.
     mu = np.stack([ref.mean(row) for row in z])
@@ -278,9 +254,10 @@ def test_from_probabilities_uses_clipped_log():
     np.testing.assert_array_less(np.abs(got - want), _nll_tol(y, z, rel=3e-5))
 
 
-def test_softmax_output_logits_recovered_on_tensorflow():
-    """TF: the logits behind a Keras softmax are used (gap 100 > clip's ~16).
-    JAX arrays carry no logits, so there the clipped probabilities are used."""
+def test_softmax_output_logits_recovered_where_tensors_carry_them():
+    """TF, PyTorch: the logits behind a Keras softmax are used (gap 100 >
+    clip's ~16). JAX arrays carry no logits: there the clipped probabilities
+    are used."""
     z = np.concatenate(
         [np.array([[100.0, 0.5, 0.0], [0.0, 1.0, 2.0]]), _distinct_logits((B - 2, 3))]
     ).astype(np.float32)
@@ -293,11 +270,11 @@ def test_softmax_output_logits_recovered_on_tensorflow():
     clipped_z = np.log(np.clip(_np(probs).astype(np.float64), eps, 1 - eps))
     from_clipped = ref.nll_rows(y, clipped_z)
     assert abs(from_logits[0] - from_clipped[0]) > 1.0  # the paths differ
-    want = from_logits if BACKEND == "tensorflow" else from_clipped
+    want = from_logits if RECOVERS_SOFTMAX_LOGITS else from_clipped
     np.testing.assert_allclose(got, want, atol=1e-4)
 
 
-def test_softmax_op_recovered_in_tf_graph_or_clipped_in_jax_jit():
+def test_softmax_op_recovered_in_tf_graph_or_clipped_when_compiled_elsewhere():
     z = np.concatenate(
         [np.array([[40.0, 0.5, 0.0]]), _distinct_logits((B - 1, 3))]
     ).astype(np.float32)
@@ -312,7 +289,7 @@ def test_softmax_op_recovered_in_tf_graph_or_clipped_in_jax_jit():
             probs = ops.softmax(logits)
         return cc_losses.continuous_categorical_crossentropy(y, probs)
 
-    got = _np(_jit(fn)(ops.convert_to_tensor(z)))
+    got = _np(compiled(fn)(ops.convert_to_tensor(z)))
     eps = keras.backend.epsilon()
     e = np.exp(z.astype(np.float64) - z.max(-1, keepdims=True))
     p = e / e.sum(-1, keepdims=True)
@@ -330,7 +307,7 @@ def test_from_logits_true_on_softmax_output_warns_like_keras():
         warnings.simplefilter("always")
         cc_losses.continuous_categorical_crossentropy(y, probs, from_logits=True)
     warned = any("softmax" in str(w.message) for w in caught)
-    assert warned == (BACKEND == "tensorflow")
+    assert warned == RECOVERS_SOFTMAX_LOGITS
 
 
 # ------------------------------------------------------------ sparse
@@ -497,25 +474,110 @@ def test_sparse_labels_out_of_range_raise():
             )
 
 
-def test_invalid_targets_in_compiled_code():
-    """TF graphs assert at run time; JAX traces cannot check (documented)."""
-    z = ops.convert_to_tensor(_distinct_logits((B, 3)))
+# Compiled code cannot raise on values. A TensorFlow graph asserts when the
+# step runs; XLA drops the asserts, and jax.jit and torch.compile have none:
+# there the rows of invalid targets are NaN, in the loss and in the gradient.
+COMPILED_MODES = [False, True] if BACKEND == "tensorflow" else [True]
+
+
+def _raises_in_graph(xla: bool):
+    """The error a TensorFlow graph without XLA raises, else None."""
+    if BACKEND != "tensorflow" or xla:
+        return None
+    import tensorflow as tf
+
+    return tf.errors.InvalidArgumentError
+
+
+@pytest.mark.parametrize("xla", COMPILED_MODES)
+def test_invalid_targets_in_compiled_code_give_nan_rows(xla):
+    z = _distinct_logits((B, 3))
     bad = np.full((B, 3), 0.25, np.float32)
     bad[:, 2] = 0.5
-    bad[0] = [0.5, 0.6, -0.1]
-    bad = ops.convert_to_tensor(bad)
-    fn = _jit(
+    bad[0] = [0.5, 0.6, -0.1]  # a negative entry
+    bad[1] = [0.5, 0.4, 0.0]  # sums to 0.9
+    bad[2] = [np.nan, 0.5, 0.5]  # not finite
+    y = ops.convert_to_tensor(bad)
+    fn = compiled(
         lambda a, b: cc_losses.continuous_categorical_crossentropy(
-            a, b, from_logits=True
-        )
+            a, b, from_logits=True, label_smoothing=0.1
+        ),
+        xla=xla,
     )
-    if BACKEND == "tensorflow":
-        import tensorflow as tf
+    error = _raises_in_graph(xla)
+    if error is not None:
+        with pytest.raises(error, match="y_true"):
+            fn(y, ops.convert_to_tensor(z))
+        return
+    got = _np(fn(y, ops.convert_to_tensor(z)))
+    assert np.all(np.isnan(got[:3])), got
+    smoothed = ref.smooth(bad[3:], 0.1)
+    np.testing.assert_allclose(got[3:], ref.nll_rows(smoothed, z[3:]), atol=1e-4)
+    _, grad = value_and_grad(lambda t: fn(y, t), z)
+    assert np.all(np.isnan(grad[:3])), grad
+    want = np.stack([ref.mean(row) for row in z[3:]]) - smoothed
+    np.testing.assert_allclose(grad[3:], want, atol=2e-5)
 
-        with pytest.raises(tf.errors.InvalidArgumentError, match="y_true"):
-            fn(bad, z)
-    else:
-        assert np.all(np.isfinite(_np(fn(bad, z))))
+
+@pytest.mark.parametrize("xla", COMPILED_MODES)
+def test_sparse_labels_out_of_range_in_compiled_code_give_nan_rows(xla):
+    """Label 3 with K = 3 under XLA gave a finite wrong loss before."""
+    z = _distinct_logits((B, 3))
+    labels = np.array([3, -1, 0, 1, 2, 0])
+    fn = compiled(
+        lambda a, b: cc_losses.sparse_continuous_categorical_crossentropy(
+            a, b, from_logits=True
+        ),
+        xla=xla,
+    )
+    error = _raises_in_graph(xla)
+    if error is not None:
+        with pytest.raises(error, match="y_true"):
+            fn(ops.convert_to_tensor(labels), ops.convert_to_tensor(z))
+        return
+    got = _np(fn(ops.convert_to_tensor(labels), ops.convert_to_tensor(z)))
+    assert np.all(np.isnan(got[:2])), got
+    np.testing.assert_allclose(
+        got[2:], ref.nll_rows(np.eye(3)[labels[2:]], z[2:]), atol=1e-4
+    )
+
+
+def test_fit_on_invalid_targets_stops_instead_of_training_silently():
+    """`fit` compiled (XLA on TensorFlow, jit on JAX) reports a NaN loss and
+    `TerminateOnNaN` stops it; eager `fit` (PyTorch's default) raises."""
+    x = RNG.normal(size=(8, 4)).astype(np.float32)
+    y = np.eye(3, dtype=np.float32)[np.arange(8) % 3]
+    y[1] = [0.5, 0.4, 0.0]
+    keras.utils.set_random_seed(1)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    model.compile(
+        optimizer="sgd",
+        loss=cc_losses.ContinuousCategoricalCrossentropy(from_logits=True),
+        jit_compile=JIT_COMPILE,
+    )
+    fit = dict(batch_size=4, epochs=3, verbose=0, shuffle=False)
+    if not JIT_COMPILE:
+        with pytest.raises(ValueError, match="y_true"):
+            model.fit(x, y, **fit)
+        return
+    history = model.fit(x, y, callbacks=[keras.callbacks.TerminateOnNaN()], **fit)
+    assert len(history.history["loss"]) == 1
+    assert np.isnan(history.history["loss"][0])
+
+
+def test_shape_inference_placeholders_are_not_checked():
+    """Keras infers output shapes by running the loss on placeholders inside
+    `keras.SymbolicScope` (all ones on PyTorch, whose `fit` failed on valid
+    one-hot targets because of them): they are not data and must pass."""
+    z = ops.convert_to_tensor(_distinct_logits((B, 3)))
+    with keras.SymbolicScope():
+        dense = cc_losses.continuous_categorical_crossentropy(
+            ops.ones((B, 3)), z, from_logits=True
+        )
+        sparse = cc_losses.sparse_continuous_categorical_crossentropy(
+            ops.full((B,), 7, dtype="int32"), z, from_logits=True
+        )
+    assert tuple(dense.shape) == (B,) and tuple(sparse.shape) == (B,)
 
 
 def test_shape_mismatch_raises_at_trace_time():
@@ -523,7 +585,7 @@ def test_shape_mismatch_raises_at_trace_time():
     y = np.full((2, 3), 1 / 3, np.float32)
     with pytest.raises(ValueError, match="shape"):
         cc_losses.continuous_categorical_crossentropy(y, z, from_logits=True)
-    fn = _jit(
+    fn = compiled(
         lambda a, b: cc_losses.continuous_categorical_crossentropy(
             a, b, from_logits=True
         )
@@ -619,7 +681,7 @@ def test_mixed_float16_softmax_head_keeps_logits():
         model.compile(
             optimizer="sgd",
             loss=cc_losses.ContinuousCategoricalCrossentropy(),
-            jit_compile=True,
+            jit_compile=JIT_COMPILE,
         )
         compiled = model.evaluate(x, y, batch_size=B, verbose=0)
         history = model.fit(x, y, batch_size=B, epochs=1, verbose=0)
@@ -634,7 +696,7 @@ def test_mixed_float16_softmax_head_keeps_logits():
     clipped = ref.nll_rows(
         y, np.log(np.clip(p16.astype(np.float16).astype(np.float64), eps, 1 - eps))
     )
-    want = ref.nll_rows(y, z) if BACKEND == "tensorflow" else clipped
+    want = ref.nll_rows(y, z) if RECOVERS_SOFTMAX_LOGITS else clipped
     np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4)
     np.testing.assert_allclose(compiled, want.mean(), rtol=1e-3, atol=1e-4)
     assert abs(ref.nll_rows(y, z).mean() - clipped.mean()) > 0.1  # paths differ
@@ -673,7 +735,7 @@ def test_finite_checking_optimizer_counts_nonfinite_gradients():
     """The gradient check of the training test is live on this backend."""
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     optimizer = _FiniteCheckingAdam(name="finite_checking_adam")
-    model.compile(optimizer=optimizer, loss="mse", jit_compile=True)
+    model.compile(optimizer=optimizer, loss="mse", jit_compile=JIT_COMPILE)
     # The non-finite row comes last and unshuffled: first, it would make the
     # weights NaN and the following step would count too.
     x = np.array([[1.0, 2.0], [1.0, np.nan]], np.float32)
@@ -709,7 +771,7 @@ def test_cc_label_smoothing_training_500_steps_stays_finite(num_classes):
         loss=cc_losses.ContinuousCategoricalCrossentropy(
             from_logits=True, label_smoothing=0.1
         ),
-        jit_compile=True,
+        jit_compile=JIT_COMPILE,
     )
     record = _BatchLosses()
     model.fit(
@@ -736,7 +798,7 @@ def test_fit_jit_and_eager_agree():
     x = RNG.normal(size=(32, 4)).astype(np.float32)
     labels = RNG.integers(0, 6, size=32)
     results = []
-    for jit in (False, True):
+    for jit in (False, JIT_COMPILE):
         model = keras.Sequential(
             [
                 keras.Input((4,)),

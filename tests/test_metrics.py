@@ -12,6 +12,7 @@ import _cc_reference as ref
 import keras
 import numpy as np
 import pytest
+from conftest import JIT_COMPILE
 from conftest import to_numpy as _np
 from keras import ops
 
@@ -129,8 +130,8 @@ def test_metric_in_compile_and_evaluate():
 
 
 def test_softmax_output_metric():
-    """TF recovers the logits behind a softmax (gap 60 > clip's ~16); JAX
-    uses the clipped probabilities."""
+    """TF and PyTorch recover the logits behind a softmax (gap 60 > clip's
+    ~16); JAX uses the clipped probabilities."""
     z = _logits()
     z[0, 0] = 60.0
     probs = keras.activations.softmax(ops.convert_to_tensor(z))
@@ -139,7 +140,8 @@ def test_softmax_output_metric():
     metric.update_state(y, probs)
     eps = keras.backend.epsilon()
     clipped = np.log(np.clip(_np(probs).astype(np.float64), eps, 1 - eps))
-    want = ref.nll_rows(y, z if BACKEND == "tensorflow" else clipped).mean()
+    recovers = BACKEND in ("tensorflow", "torch")
+    want = ref.nll_rows(y, z if recovers else clipped).mean()
     np.testing.assert_allclose(float(_np(metric.result())), want, rtol=1e-5, atol=1e-4)
 
 
@@ -154,3 +156,25 @@ def test_invalid_targets_raise():
         cc_metrics.SparseContinuousCategoricalCrossentropy(
             from_logits=True
         ).update_state(np.full(B, K), z)
+
+
+def test_invalid_targets_in_compiled_evaluate_give_nan():
+    """Compiled (XLA on TensorFlow, jit on JAX), an invalid row makes the
+    metric NaN; eager `evaluate` (PyTorch's default) raises."""
+    x = RNG.normal(size=(B, 3)).astype(np.float32)
+    y = np.eye(K, dtype=np.float32)[np.arange(B) % K]
+    y[2] = 0.9 / K  # sums to 0.9
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(K)])
+    model.compile(
+        # Keras' cross-entropy does not check targets: only the metric does.
+        loss=keras.losses.CategoricalCrossentropy(from_logits=True),
+        metrics=[cc_metrics.ContinuousCategoricalCrossentropy(from_logits=True)],
+        jit_compile=JIT_COMPILE,
+    )
+    if not JIT_COMPILE:
+        with pytest.raises(ValueError, match="y_true"):
+            model.evaluate(x, y, batch_size=B, verbose=0)
+        return
+    result = model.evaluate(x, y, batch_size=B, verbose=0, return_dict=True)
+    assert np.isfinite(result["loss"])
+    assert np.isnan(result["continuous_categorical_crossentropy"])

@@ -145,6 +145,73 @@ print(json.dumps({{
         np.testing.assert_allclose(got["eval"][key], value, rtol=1e-5)
 
 
+DATA = os.path.join(os.path.dirname(__file__), "data")
+
+
+def test_keras_file_written_by_version_0_1_loads():
+    """A model saved by keras_cc 0.1 (tests/data/make_v0_1_model.py): two
+    heads, both losses and both metrics with non-default options."""
+    model = keras.saving.load_model(os.path.join(DATA, "cc_v0_1_model.keras"))
+    saved = np.load(os.path.join(DATA, "cc_v0_1_model.npz"))
+    options = dict(axis=-1, from_logits=True)
+    assert isinstance(model.loss["soft"], cc_losses.ContinuousCategoricalCrossentropy)
+    assert model.loss["soft"].get_config() == dict(
+        name="continuous_categorical_crossentropy",
+        reduction="sum_over_batch_size",
+        label_smoothing=0.1,
+        validate_targets=True,
+        logit_scale="auto",
+        **options,
+    )
+    assert isinstance(
+        model.loss["label"], cc_losses.SparseContinuousCategoricalCrossentropy
+    )
+    assert model.loss["label"].get_config() == dict(
+        name="sparse_continuous_categorical_crossentropy",
+        reduction="sum",
+        label_smoothing=0.0,
+        validate_targets=False,
+        logit_scale=1.0,
+        **options,
+    )
+    assert model.loss["soft"].logit_scale == "auto"  # options read as attributes
+    predictions = model.predict(saved["x"], verbose=0)
+    np.testing.assert_allclose(predictions["soft"], saved["pred_soft"], rtol=1e-6)
+    np.testing.assert_allclose(predictions["label"], saved["pred_label"], rtol=1e-6)
+    labels = saved["labels"]
+    y = {"soft": np.eye(3, dtype=np.float32)[labels], "label": labels}
+    results = model.evaluate(
+        saved["x"], y, batch_size=len(labels), verbose=0, return_dict=True
+    )
+    assert sorted(results) == list(saved["result_names"])
+    np.testing.assert_allclose(
+        [results[k] for k in saved["result_names"]], saved["result_values"], rtol=1e-5
+    )
+    metrics = {
+        type(m).__module__ + "." + type(m).__name__: m.get_config()
+        for group in model.metrics  # the compiled metrics are grouped
+        for m in getattr(group, "metrics", [group])
+        if type(m).__module__ == "keras_cc.metrics"
+    }
+    assert len(metrics) == 2
+    assert metrics["keras_cc.metrics.SparseContinuousCategoricalCrossentropy"] == {
+        "name": "sparse_continuous_categorical_crossentropy",
+        "dtype": "float32",
+        "label_smoothing": 0.2,
+        "validate_targets": True,
+        "logit_scale": 1.0,
+        **options,
+    }
+    assert metrics["keras_cc.metrics.ContinuousCategoricalCrossentropy"] == {
+        "name": "continuous_categorical_crossentropy",
+        "dtype": "float32",
+        "label_smoothing": 0.0,
+        "validate_targets": True,
+        "logit_scale": 1.0,
+        **options,
+    }
+
+
 def test_export_tf_saved_model_serves(tmp_path):
     import tensorflow as tf
 
