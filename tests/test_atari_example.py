@@ -222,10 +222,22 @@ def test_bad_cli_input_is_a_clear_error(argv, message, capsys) -> None:
 
 
 # ------------------------------------------------------------ smoke runs ----
-def test_dqn_smoke_on_pong(tmp_path: Path) -> None:
-    state = dqn.main(
-        ["--preset", "smoke", "--game", "Pong", "--run-dir", str(tmp_path)]
-    )
+def test_progress_values_print_n_a_instead_of_nan() -> None:
+    assert dqn.format_stat(float("nan"), "8.2f") == "     n/a"
+    assert dqn.format_stat(1.5, "8.2f") == "    1.50"
+    assert dqn.format_stat(float("nan"), ".4f") == "n/a"
+    assert dqn.format_stat(-0.25, ".1f") == "-0.2"
+
+
+def test_dqn_smoke_on_pong(tmp_path: Path, capsys) -> None:
+    argv = ["--preset", "smoke", "--game", "Pong", "--run-dir", str(tmp_path)]
+    state = dqn.main(argv)
+    progress = [
+        line for line in capsys.readouterr().out.splitlines() if " step " in line
+    ]
+    # The first line comes before any episode has ended: no "return nan".
+    assert progress and "return      n/a" in progress[0]
+    assert not any("nan" in line for line in progress), progress
     assert state["step"] == 256 and state["updates"] > 0
     assert state["nonfinite_losses"] == 0
     evals = rows(tmp_path / "eval.csv")
@@ -243,6 +255,15 @@ def test_dqn_smoke_on_pong(tmp_path: Path) -> None:
     # The expert loads back for actor-mimic with the same weights.
     expert = dqn.load_q_network(tmp_path, "Pong")
     assert expert.output.shape[-1] == 6
+    # Rerunning the finished run says so and changes nothing.
+    before = (tmp_path / "eval.csv").read_text(), (tmp_path / "train.csv").read_text()
+    rerun = dqn.main(argv)
+    counters = ("step", "updates", "episodes", "nonfinite_losses")
+    assert {k: rerun[k] for k in counters} == {k: state[k] for k in counters}
+    out = capsys.readouterr().out
+    assert "already finished (256 of 256 steps" in out and "resumed" not in out
+    after = (tmp_path / "eval.csv").read_text(), (tmp_path / "train.csv").read_text()
+    assert after == before
 
 
 @pytest.mark.parametrize("loss", ["xe", "cc"])
@@ -265,11 +286,19 @@ def test_actor_mimic_smoke_two_games(tmp_path: Path, loss: str) -> None:
     assert out.stat().st_size > 10_000
 
 
-def test_actor_mimic_continues_from_checkpoint(tmp_path: Path) -> None:
+def test_actor_mimic_continues_from_checkpoint(tmp_path: Path, capsys) -> None:
     argv = ["--preset", "smoke", "--games", "Pong", "--fresh-experts"]
     argv += ["--loss", "cc", "--run-dir", str(tmp_path)]
     first = actor_mimic.main([*argv, "--total-steps", "96"])
     second = actor_mimic.main([*argv, "--total-steps", "192"])
+    out = capsys.readouterr().out
+    assert "resumed at step 96" in out
+    assert not any(" nan" in line for line in out.splitlines() if " ret " in line)
+    # A third call with the same budget has nothing left to do, and says so.
+    third = actor_mimic.main([*argv, "--total-steps", "192"])
+    counters = ("step", "updates", "episodes", "nonfinite_losses")
+    assert {k: third[k] for k in counters} == {k: second[k] for k in counters}
+    assert "Pong: already finished (192 of 192 steps" in capsys.readouterr().out
     # Counters carry over rather than restarting from zero.
     assert first["step"] == 96 and second["step"] == 192
     assert second["updates"] == first["updates"] + 96 // 4

@@ -15,5 +15,11 @@ Modules (run each with ``python -m examples.atari.<module> --help``):
     plot: reward curves and non-finite loss counts from run directories.
 
 Importing this package does not import Keras, so that the CLIs can choose the
-backend (``KERAS_BACKEND``) before Keras is loaded.
+backend (``KERAS_BACKEND``) before Keras is loaded. It quiets TensorFlow's C++
+start-up log (``TF_CPP_MIN_LOG_LEVEL=2`` unless already set), which otherwise
+prints CUDA-initialisation notices on machines without a GPU.
 """
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -44,9 +44,11 @@ import keras_cc
 from examples.atari.dqn import (
     FAMILIES,
     RunLogger,
+    already_finished,
     compiled_train_step,
     epsilon_greedy,
     evaluate,
+    format_stat,
     linear_epsilon,
     load_checkpoint,
     load_q_network,
@@ -307,6 +309,10 @@ def train(cfg: AMNConfig) -> dict[str, Any]:
     if resumed:
         state = load_checkpoint(ckpt, {"student": student}, optimizer)
         set_rng_state(rng, state.pop("rng"))
+        if state["step"] >= cfg.total_steps:
+            what = " ".join(games)
+            print(already_finished(algo, what, state["step"], cfg.total_steps, ckpt))
+            return state
         print(f"[{algo}] resumed at step {state['step']} from {ckpt}")
     logger = RunLogger(run_dir, state["step"] if resumed else None)
 
@@ -404,7 +410,8 @@ def train(cfg: AMNConfig) -> dict[str, Any]:
                 )
                 logger.write("train", row)
                 parts.append(
-                    f"{game} ret {row['episode_return']:.1f} loss {row['loss']:.4f} "
+                    f"{game} ret {format_stat(row['episode_return'], '.1f')} "
+                    f"loss {format_stat(row['loss'], '.4f')} "
                     f"nonfinite {row['nonfinite_losses']}"
                 )
                 recent_returns[game], recent_losses[game] = [], []

@@ -763,6 +763,24 @@ def evaluate(
 # --------------------------------------------------------------------------
 # Logging (CSV flushed per row; TensorBoard when installed) and checkpoints.
 # --------------------------------------------------------------------------
+def format_stat(value: float, spec: str) -> str:
+    """``format(value, spec)`` for a progress line, with "n/a" in place of NaN.
+
+    The CSV logs keep NaN for a mean over nothing (no episode has ended yet,
+    no update has run yet); the console says "n/a", at the same width.
+    """
+    text = format(value, spec)
+    return "n/a".rjust(len(text)) if math.isnan(value) else text
+
+
+def already_finished(algo: str, what: str, step: int, total: int, ckpt: Path) -> str:
+    """The message for rerunning a run whose checkpoint is at its last step."""
+    return (
+        f"[{algo}] {what}: already finished ({step} of {total} steps, {ckpt}); "
+        "nothing to do. Raise --total-steps to train further."
+    )
+
+
 class RunLogger:
     """Append-only CSV tables; on resume, rows past the checkpoint are dropped.
 
@@ -969,6 +987,11 @@ def train(cfg: DQNConfig) -> dict[str, Any]:
     if resumed:
         state = load_checkpoint(ckpt, {"q": q_net, "target": target_net}, optimizer)
         set_rng_state(rng, state.pop("rng"))
+        if state["step"] >= cfg.total_steps:
+            print(
+                already_finished("dqn", cfg.game, state["step"], cfg.total_steps, ckpt)
+            )
+            return state
         print(f"[dqn] resumed {cfg.game} at step {state['step']} from {ckpt}")
     logger = RunLogger(run_dir, state["step"] if resumed else None)
 
@@ -1066,7 +1089,8 @@ def train(cfg: DQNConfig) -> dict[str, Any]:
             logger.write("train", row)
             print(
                 f"[dqn] {cfg.game} step {row['step']:>9} eps {epsilon:.3f} "
-                f"return {row['episode_return']:8.2f} loss {row['loss']:.4f} "
+                f"return {format_stat(row['episode_return'], '8.2f')} "
+                f"loss {format_stat(row['loss'], '.4f')} "
                 f"nonfinite {row['nonfinite_losses']} "
                 f"{row['steps_per_s']:.0f} steps/s {row['updates_per_s']:.0f} upd/s",
                 flush=True,

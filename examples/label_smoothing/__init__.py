@@ -1,20 +1,30 @@
-"""CIFAR-10 label-smoothing study (XE vs LS vs CC-LS) with keras_cc.
+"""Label-smoothing study (XE vs LS vs CC-LS) with keras_cc.
 
 Case 1 of "Uses and Abuses of the Cross-Entropy Loss" (Gordon-Rodriguez et
-al., 2020): a small CNN trained with plain cross-entropy (XE), cross-entropy on
-label-smoothed targets (LS) and the continuous-categorical likelihood of the
-same targets (CC), plus the randomised variants RLS and RCC.
+al., 2020; settings in docs/paper_settings.md): a small CNN trained with
+plain cross-entropy (XE), cross-entropy on label-smoothed targets (LS) and
+the continuous-categorical likelihood of the same targets (CC), plus the
+randomised variants RLS and RCC and the original authors' fallback, on
+MNIST-1D, scikit-learn digits or CIFAR-10.
 
 Modules:
-    data: CIFAR-10 (Keras loader or a local binary directory) and scikit-learn
-        digits, standardisation, and the target transforms of each loss.
-    model: the paper's CNN, the losses, and an optimizer wrapper that skips
-        steps with a non-finite gradient.
+    data: MNIST-1D (generated locally), CIFAR-10 (Keras loader or a local
+        binary directory) and scikit-learn digits, the validation split,
+        standardisation, and the target transforms of each loss.
+    model: the CNNs (MNIST-1D's and the paper's), the losses, and an
+        optimizer wrapper that skips steps with a non-finite gradient.
+    calibration: NLL, expected calibration error and reliability bins.
     train: the CLI for one run (resumable, one CSV per run).
     ablation: the CLI for the grid, the summary table and the plots.
 
 Importing this package does not import Keras, so that the CLIs can choose the
-backend (``--backend``) before Keras is loaded.
+backend (``--backend``) before Keras is loaded. It quiets TensorFlow's C++
+start-up log (``TF_CPP_MIN_LOG_LEVEL=2`` unless already set), which otherwise
+prints CUDA-initialisation notices on machines without a GPU.
 """
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 LOSSES: tuple[str, ...] = ("xe", "ls", "cc", "rls", "rcc", "cc-fallback")

@@ -45,8 +45,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+if __name__ == "__main__" and not __package__:
+    # Run as a file: become `python -m examples.label_smoothing.ablation`, with
+    # the repository root importable for it; nothing of the package is
+    # imported in this process.
+    _path = (str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH"))
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in _path if p)
+    _argv = ["-m", "examples.label_smoothing.ablation", *sys.argv[1:]]
+    os.execv(sys.executable, [sys.executable, *_argv])
 
 from examples.label_smoothing import LOSSES, train
 from examples.label_smoothing.data import DATASETS
@@ -220,12 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--summary-only", action="store_true", help="do not train; tabulate and plot"
     )
-    p.add_argument(
-        "--in-process",
-        action="store_true",
-        help="train in this process instead of one subprocess per run (saves "
-        "the start-up time of each run; no isolation; needs --jobs 1)",
-    )
+    # Hidden from --help (used by the tests): train in this process instead
+    # of one subprocess per run; no isolation between runs; needs --jobs 1.
+    p.add_argument("--in-process", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--no-plots", action="store_true", help="skip the PNGs")
     p.add_argument(
         "--picture-classes",
@@ -359,7 +362,6 @@ def run_grid(args: argparse.Namespace, out: Path) -> list[Run]:
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p
     )
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     failed: list[Run] = []
     lock = threading.Lock()
     counter = itertools.count(1)

@@ -1,6 +1,7 @@
 """Train the paper's CNN once with one loss; resumable, one CSV per run.
 
-Usage (from the repository root):
+Usage (from the repository root; ``python examples/label_smoothing/train.py``
+is the same command):
 
     python -m examples.label_smoothing.train --dataset digits --loss cc \
         --epochs 30 --out runs/demo/cc
@@ -29,9 +30,14 @@ from typing import Any
 
 import numpy as np
 
-# Runnable as a script too (python examples/label_smoothing/train.py).
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+if __name__ == "__main__" and not __package__:
+    # Run as a file: become `python -m examples.label_smoothing.train`, with
+    # the repository root importable for it; nothing of the package is
+    # imported in this process.
+    _path = (str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH"))
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in _path if p)
+    _argv = ["-m", "examples.label_smoothing.train", *sys.argv[1:]]
+    os.execv(sys.executable, [sys.executable, *_argv])
 
 from examples.label_smoothing import LOSSES
 from examples.label_smoothing.data import DATASETS
@@ -232,12 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="Keras fit verbosity: 1 progress bar, 2 one line per epoch",
     )
-    g.add_argument(
-        "--stop-after",
-        type=int,
-        help="stop this invocation after N more epochs (simulates an "
-        "interruption; the next invocation resumes)",
-    )
+    # For the tests only (hidden from --help): stop this invocation after N
+    # more epochs, as an interruption would; the next invocation resumes.
+    g.add_argument("--stop-after", type=int, help=argparse.SUPPRESS)
     return p
 
 
@@ -377,7 +380,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.backend:
         os.environ["KERAS_BACKEND"] = args.backend
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
