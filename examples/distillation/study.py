@@ -423,6 +423,8 @@ def plot_grid(study: StudyConfig, cells) -> Path:
             label=label,
         )
     ax.set_xscale("log", base=2)
+    ax.set_xticks(study.temperatures, [f"{t:g}" for t in study.temperatures])
+    ax.minorticks_off()
     ax.set_xlabel("temperature T")
     ax.set_ylabel("validation accuracy (%), mean ± std")
     ax.grid(alpha=0.3)
