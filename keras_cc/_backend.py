@@ -212,3 +212,17 @@ def keep_f64(name: str, *args):
             name = {"arctan2": "atan2"}.get(name, name)
         return getattr(native, name)(*args)
     return getattr(ops, name)(*args)
+
+
+def while_loop_one_at_a_time(cond, body, loop_vars):
+    """``keras.ops.while_loop`` whose iterations run one after the other.
+
+    TensorFlow runs up to 10 iterations of a graph-mode loop concurrently;
+    loops over large tensors would then hold all their temporaries at once
+    (gigabytes for the CC at vocabulary-size K without XLA).
+    """
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.while_loop(cond, body, loop_vars, parallel_iterations=1)
+    return ops.while_loop(cond, body, loop_vars)

@@ -56,6 +56,13 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_cc._backend import (
+    concrete_int,
+    is_concrete,
+    keep_f64,
+    while_loop_one_at_a_time,
+)
+
 Tensor = Any
 
 # Quadrature settings per compute dtype (benchmarks/log_partition.py checks
@@ -96,28 +103,6 @@ _FINE_BLOCK = 32
 _BLOCK_CLASSES = 4096
 # Node sums up to this length are unrolled (fast, fused); longer ones loop.
 _UNROLLED_NODES = 32
-
-
-def keep_f64(name: str, *args):
-    """``ops.<name>`` that keeps float64 on every backend.
-
-    Keras 3's dtype promotion maps float64 to float32 for ``sin``, ``cos`` and
-    ``arctan2`` on the JAX backend, and for those and ``maximum``/``minimum``
-    on PyTorch, which would silently cap the float64 path at single
-    precision; there we call the backend's own function.
-    """
-    backend = keras.backend.backend()
-    if backend in ("jax", "torch") and (
-        keras.backend.standardize_dtype(args[0].dtype) == "float64"
-    ):
-        if backend == "jax":
-            import jax.numpy as native
-        else:
-            import torch as native
-
-            name = {"arctan2": "atan2"}.get(name, name)
-        return getattr(native, name)(*args)
-    return getattr(ops, name)(*args)
 
 
 # Cody-Waite split of pi/2 for float32 (the first part has 8 significant
@@ -436,46 +421,13 @@ def _block_index(quad: Quadrature, i):
     return ops.slice(quad.fine_order, (i * quad.block,), (quad.block,))
 
 
-def _is_eager(t) -> bool:
-    """Whether ``t`` has a value now (eager), rather than being traced."""
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return tf.executing_eagerly()
-    if backend == "jax":
-        import jax
-
-        return not isinstance(t, jax.core.Tracer)
-    return True
-
-
-def _concrete_int(t) -> int | None:
-    """``t`` as a Python int when its value is known (eager), else None."""
-    return int(ops.convert_to_numpy(t)) if _is_eager(t) else None
-
-
-def _while(cond, body, state):
-    """``ops.while_loop`` whose iterations run one at a time.
-
-    TensorFlow runs up to 10 iterations of a graph-mode loop concurrently;
-    their (R, K) temporaries would then all be alive at once (gigabytes at
-    vocabulary-size K without XLA).
-    """
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        return tf.while_loop(cond, body, state, parallel_iterations=1)
-    return ops.while_loop(cond, body, state)
-
-
 def _fori_loop(count: int, body, state):
     """``state = body(j, state)`` for j in range(count), one at a time."""
-    if isinstance(count, int) and _is_eager(state):
+    if isinstance(count, int) and is_concrete(state):
         for j in range(count):
             state = body(j, state)
         return state
-    _, state = _while(
+    _, state = while_loop_one_at_a_time(
         lambda j, _: j < count,
         lambda j, state: (j + 1, body(j, state)),
         (ops.zeros((), "int32"), state),
@@ -487,7 +439,7 @@ def _loop(count, body, state):
     """``state = body(i, state)`` for i < count: plain Python when ``count``
     is concrete (eager), a ``while_loop`` when traced, so shapes stay static
     under XLA and ``jax.jit`` and a batch pays only for the blocks it has."""
-    blocks = _concrete_int(count)
+    blocks = concrete_int(count)
     if blocks is None:  # symbolic (tf.function, XLA, jax.jit)
         return _fori_loop(count, body, state)
     for i in range(blocks):

@@ -12,7 +12,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_cc import _contour
+from keras_cc import _backend, _contour
 
 __all__ = ["cc_covariance", "cc_log_partition", "cc_mean", "cc_variance"]
 
@@ -53,7 +53,7 @@ def _shift(z):
     # far less than the bar, which scales with |A| ~ 1e38 there.
     x = z - z_max
     lowest = ops.full_like(x, np.finfo(keras.backend.standardize_dtype(z.dtype)).min)
-    return _contour.keep_f64("maximum", x, lowest), z_max[..., 0], finite
+    return _backend.keep_f64("maximum", x, lowest), z_max[..., 0], finite
 
 
 def _nan_unless(finite, value):
