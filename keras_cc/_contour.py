@@ -487,7 +487,9 @@ def log_partition_and_state(x):
     # NaN rows (non-finite logits, masked by the caller) never refine.
     refine = gap > settings["tolerance"]
     rows = x.shape[0]
-    block = _FINE_BLOCK if rows is None else max(1, min(_FINE_BLOCK, rows))
+    # Unknown (None) or symbolic (JAX shape polymorphism) batch sizes get
+    # the full block; padding rows repeat row 0.
+    block = max(1, min(_FINE_BLOCK, rows)) if isinstance(rows, int) else _FINE_BLOCK
     count = ops.sum(ops.cast(refine, "int32"))
     order = ops.cast(ops.argsort(ops.where(refine, 0, 1)), "int32")
     fine_order = ops.concatenate([order, ops.zeros((block,), "int32")])
