@@ -27,7 +27,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_cc import _backend
+from keras_cc import _backend, _contour
 from keras_cc.ops import cc_log_partition
 
 __all__ = [
@@ -52,10 +52,7 @@ def _compute_dtype(dtype) -> str:
     """float16/bfloat16 are computed in float32: the loss is a difference of
     two large nearly equal terms, and the logit gaps of a label-smoothing
     optimum (~100) are far beyond half precision's resolution there."""
-    dtype = keras.backend.standardize_dtype(dtype)
-    if dtype in ("float16", "bfloat16") or not dtype.startswith("float"):
-        return "float32"
-    return dtype
+    return _contour.compute_dtype(keras.backend.standardize_dtype(dtype))
 
 
 def _canonical_axis(axis, rank: int) -> int:
