@@ -147,6 +147,34 @@ def compute_dtype(dtype: str) -> str:
     return "float64" if dtype == "float64" else "float32"
 
 
+def shift_logits(z):
+    """``(z - max z, max z, finite)`` along the last axis.
+
+    Every CC quantity depends on logit differences only, and the shifted
+    logits keep ``A`` and ``z·x`` small, so no large common offset cancels.
+    ``finite`` flags the rows whose logits are all finite: the others must
+    come out NaN (`nan_unless`), never as a wrong finite number.
+    """
+    z_max = ops.max(z, axis=-1, keepdims=True)
+    finite = ops.all(ops.isfinite(z), axis=-1)
+    # A spread beyond the dtype's range (e.g. 3e38 - (-3e38) in float32)
+    # overflows to -inf; the largest finite value in its place changes A by
+    # far less than the bar, which scales with |A| ~ 1e38 there.
+    x = z - z_max
+    lowest = ops.full_like(x, np.finfo(keras.backend.standardize_dtype(z.dtype)).min)
+    return keep_f64("maximum", x, lowest), z_max[..., 0], finite
+
+
+def nan_unless(finite, value):
+    """``value`` on rows where ``finite`` holds, NaN (the whole row) elsewhere.
+
+    Rows first: ``finite`` is ``(R,)`` and ``value`` is ``(R, ...)``.
+    """
+    while len(value.shape) > len(finite.shape):
+        finite = ops.expand_dims(finite, -1)
+    return ops.where(finite, value, ops.full_like(value, float("nan")))
+
+
 class Contour(NamedTuple):
     """The integration contour of each row (rows first)."""
 
@@ -186,16 +214,18 @@ class Quadrature(NamedTuple):
     settings: dict
 
 
-def _saddle_point(x):
-    """Root gamma > 0 of sum_k 1/(gamma - x_k) = 1 for x (R, K) <= 0 with max 0.
+def saddle_point(x, newton_steps: int = _NEWTON_STEPS):
+    """Root gamma > 0 of sum_k 1/(gamma - x_k) = 1 for x (..., K) <= 0, max 0.
 
-    Newton's method on 1/S(gamma) - 1, which is exact for ties and for a single
-    dominant logit and converges in a few steps in between. The exact root is
-    not needed (any gamma > 0 gives an exact contour); it only makes the
-    contour well conditioned.
+    Shape ``(..., 1)``. Newton's method on 1/S(gamma) - 1 (concave and
+    increasing) from gamma = 1, left of the root, rises monotonically to it:
+    exact for ties and for a single dominant logit, a few steps in between.
+    The exact root is not needed by the contour (any gamma > 0 is exact) nor
+    by the sampler's proposal (any gamma > max x is exact); it conditions the
+    one and maximises the acceptance rate of the other.
     """
-    gamma = ops.ones_like(x[:, :1])
-    for _ in range(_NEWTON_STEPS):
+    gamma = ops.ones_like(x[..., :1])
+    for _ in range(newton_steps):
         inv_d = 1.0 / (gamma - x)
         s1 = ops.sum(inv_d, axis=-1, keepdims=True)
         s2 = ops.sum(inv_d * inv_d, axis=-1, keepdims=True)
@@ -223,7 +253,7 @@ def _pad_axis0(t, size: int, value: float):
 
 def _contour(x, settings) -> Contour:
     """The contour fitted to shifted logits ``x`` (R, K), max 0 per row."""
-    gamma = _saddle_point(x)
+    gamma = saddle_point(x)
     d = gamma - x
     inv_d = 1.0 / d
     scale = 1.0 / ops.sum(inv_d * inv_d, axis=-1, keepdims=True)

@@ -9,10 +9,9 @@ on the TensorFlow, JAX and PyTorch backends.
 from __future__ import annotations
 
 import keras
-import numpy as np
 from keras import ops
 
-from keras_cc import _backend, _contour
+from keras_cc import _contour
 
 __all__ = ["cc_covariance", "cc_log_partition", "cc_mean", "cc_variance"]
 
@@ -44,25 +43,6 @@ def _prepare(logits, axis: int):
     return ops.cast(logits, work_dtype), in_dtype, axis
 
 
-def _shift(z):
-    """x = z - max z, and a mask of rows whose logits are all finite."""
-    z_max = ops.max(z, axis=-1, keepdims=True)
-    finite = ops.all(ops.isfinite(z), axis=-1)
-    # A spread beyond the dtype's range (e.g. 3e38 - (-3e38) in float32)
-    # overflows to -inf; the largest finite value in its place changes A by
-    # far less than the bar, which scales with |A| ~ 1e38 there.
-    x = z - z_max
-    lowest = ops.full_like(x, np.finfo(keras.backend.standardize_dtype(z.dtype)).min)
-    return _backend.keep_f64("maximum", x, lowest), z_max[..., 0], finite
-
-
-def _nan_unless(finite, value):
-    """Rows with a NaN or infinite logit get NaN, never a wrong finite number."""
-    while len(value.shape) > len(finite.shape):
-        finite = ops.expand_dims(finite, -1)
-    return ops.where(finite, value, ops.full_like(value, float("nan")))
-
-
 def _as_rows(z):
     """Flatten leading dimensions to one row axis; return the way back."""
     if len(z.shape) == 2:
@@ -78,16 +58,16 @@ def _as_rows(z):
 
 @ops.custom_gradient
 def _log_partition_rows(z):
-    x, z_max, finite = _shift(z)
+    x, z_max, finite = _contour.shift_logits(z)
     (exact, small), state = _contour.log_partition_and_state(x)
     # max z and A(x) nearly cancel for wide rows (both about log (K-1)!):
     # exact is a multiple of 2^-10, so the first sum adds no rounding.
-    value = _nan_unless(finite, (z_max + exact) + small)
+    value = _contour.nan_unless(finite, (z_max + exact) + small)
 
     def grad(*args, upstream=None):
         if upstream is None:
             (upstream,) = args
-        mean = _nan_unless(finite, _contour.mean_from_state(state))
+        mean = _contour.nan_unless(finite, _contour.mean_from_state(state))
         return ops.expand_dims(upstream, -1) * mean
 
     return value, grad
@@ -192,9 +172,9 @@ def _from_quadrature(logits, axis: int, moment):
     """``moment(state)`` of the row-wise quadrature, with the class axis put back."""
     z, in_dtype, axis_used = _prepare(logits, axis)
     rows, restore = _as_rows(z)
-    x, _, finite = _shift(rows)
+    x, _, finite = _contour.shift_logits(rows)
     _, state = _contour.log_partition_and_state(x)
-    out = restore(_nan_unless(finite, moment(state)))
+    out = restore(_contour.nan_unless(finite, moment(state)))
     if axis_used != len(z.shape) - 1:
         out = ops.moveaxis(out, -1, axis_used)
     return ops.cast(out, in_dtype)

@@ -19,6 +19,7 @@ from tensorflow_probability.python.internal import (
 )
 from tensorflow_probability.python.internal import prefer_static as ps
 
+from keras_cc import _contour
 from keras_cc import ops as cc_ops
 
 if keras.backend.backend() != "tensorflow":
@@ -46,43 +47,39 @@ _SADDLE_NEWTON_STEPS = 12
 _MAX_REJECTION_ROUNDS = 10_000
 
 
-def _work_dtype(dtype: tf.DType) -> tf.DType:
-    """float64 stays float64; float16/bfloat16/float32 are computed in float32."""
-    return tf.float64 if dtype == tf.float64 else tf.float32
+def _shifted(logits: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """``(z - max z, finite rows)``: see `keras_cc._contour.shift_logits`."""
+    z, _, finite = _contour.shift_logits(logits)
+    return z, finite
 
 
-def _shift_logits(logits: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """``(z - max z, max z)``: every CC quantity depends on logit differences only.
-
-    Working with shifted logits keeps ``z·x`` and ``A(z)`` small, so their
-    difference does not lose digits to a large common offset.
-    """
-    z_max = tf.reduce_max(logits, axis=-1, keepdims=True)
-    # An all -inf or +inf row would give inf - inf = NaN here, which is the
-    # right answer for such a row (the ops return NaN for it as well).
-    return logits - z_max, tf.squeeze(z_max, -1)
+def _nan_unless(finite: tf.Tensor, value: tf.Tensor) -> tf.Tensor:
+    """NaN where a row's logits are not all finite (batch shapes broadcast)."""
+    return tf.where(finite, value, tf.constant(np.nan, value.dtype))
 
 
 def _proposal_rates(z: tf.Tensor) -> tf.Tensor:
     """Rates ``d_k = gamma - z_k`` of the exponential proposal, for max z = 0.
 
-    ``gamma`` is the root of ``sum_k 1 / (gamma - z_k) = 1``, which maximises
-    the acceptance rate of the sampler (see `_sample_cc`). Newton's method on
-    ``1/S(gamma) - 1`` (concave, increasing) started at ``gamma = 1`` (left of
-    the root, since every ``d_k >= 1`` there) increases monotonically to the
-    root, so ``gamma > 0 = max z`` at every step and every ``d_k >= 1``.
+    ``gamma`` is the saddle point of the contour
+    (`keras_cc._contour.saddle_point`), the root of
+    ``sum_k 1 / (gamma - z_k) = 1``, which maximises the acceptance rate of
+    the sampler (see `_sample_cc`). Newton's iterates rise monotonically from
+    ``gamma = 1``, so ``gamma > 0 = max z`` and every ``d_k >= 1``.
     """
-    gamma = tf.ones_like(z[..., :1])
-    for _ in range(_SADDLE_NEWTON_STEPS):
-        inv_d = 1.0 / (gamma - z)
-        s1 = tf.reduce_sum(inv_d, axis=-1, keepdims=True)
-        s2 = tf.reduce_sum(inv_d * inv_d, axis=-1, keepdims=True)
-        gamma = tf.maximum(gamma - (1.0 / s1 - 1.0) * (s1 * s1) / s2, gamma)
-    return gamma - z
+    return _contour.saddle_point(z, _SADDLE_NEWTON_STEPS) - z
 
 
 def _log_acceptance_rates(logits: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """Exact log acceptance probabilities of the two proposals of `_sample_cc`.
+    """Exact log acceptance probabilities of the two proposals of `_sample_cc`."""
+    log_rate_normalised, log_rate_truncated, _ = _rates_and_proposal(logits)
+    return log_rate_normalised, log_rate_truncated
+
+
+def _rates_and_proposal(
+    logits: tf.Tensor,
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """Log acceptance probabilities of the two proposals, and the rates ``d``.
 
     With shifted logits ``z`` (max 0), gaps ``g = -z`` and ``d`` from
     `_proposal_rates` (``gamma = d_k + z_k``)::
@@ -91,9 +88,11 @@ def _log_acceptance_rates(logits: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         truncated exponentials:  exp(A(z)) / prod_k ((1 - e^-g_k) / g_k)
 
     (a factor with ``g_k = 0`` is 1). Computed in float64: the terms are
-    large (~K log K) and nearly cancel.
+    large (~K log K) and nearly cancel. Returns both log rates and the
+    float64 rates ``d``, which the sampler's first proposal reuses (the
+    saddle point is solved once per sampling call).
     """
-    z, _ = _shift_logits(tf.cast(logits, tf.float64))
+    z, _ = _shifted(tf.cast(logits, tf.float64))
     num_classes = tf.cast(tf.shape(z)[-1], tf.float64)
     log_partition = cc_ops.cc_log_partition(z)
     d = _proposal_rates(z)
@@ -112,7 +111,7 @@ def _log_acceptance_rates(logits: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         positive, tf.math.log(-tf.math.expm1(-safe_g) / safe_g), tf.zeros_like(g)
     )
     log_rate_truncated = log_partition - tf.reduce_sum(log_mass, axis=-1)
-    return log_rate_normalised, log_rate_truncated
+    return log_rate_normalised, log_rate_truncated, d
 
 
 def _propose_normalised(d, seed, work, tiny):
@@ -192,17 +191,16 @@ def _sample_cc(n, logits: tf.Tensor, seed) -> tuple[tf.Tensor, tf.Tensor]:
     under XLA (`jit_compile=True`).
     """
     dtype = logits.dtype
-    work = _work_dtype(dtype)
+    work = tf.as_dtype(_contour.compute_dtype(dtype.name))
     # Sampling is not reparameterised: no gradient flows through the samples.
     logits = tf.stop_gradient(tf.cast(logits, work))
-    z, _ = _shift_logits(logits)
-    finite = tf.reduce_all(tf.math.is_finite(logits), axis=-1)
+    z, finite = _shifted(logits)
     # Rows with a NaN/inf logit get NaN samples; give them harmless logits so
     # the loop below never waits on them.
     z = tf.where(finite[..., tf.newaxis], z, tf.zeros_like(z))
-    log_rate_normalised, log_rate_truncated = _log_acceptance_rates(z)
+    log_rate_normalised, log_rate_truncated, d = _rates_and_proposal(z)
     use_truncated = log_rate_truncated > log_rate_normalised
-    d = _proposal_rates(z)
+    d = tf.cast(d, work)
     num_classes = tf.shape(z)[-1]
     out_shape = ps.concat([[n], ps.shape(z)], axis=0)
 
@@ -491,13 +489,13 @@ class ContinuousCategorical(distribution.AutoCompositeTensorDistribution):
 
     def _log_prob(self, x):
         _check_event_size(x, self._num_classes())
-        z, _ = _shift_logits(self._logits_parameter_no_checks())
+        z, finite = _shifted(self._logits_parameter_no_checks())
         x = tf.cast(x, self.dtype)
         # A(z - max z) and z - max z: the common offset cancels exactly, and
         # keeping it out avoids cancelling digits when sum(x) is 1 only up to
         # rounding.
         log_unnormalized = tf.reduce_sum(z * x, axis=-1)
-        log_density = log_unnormalized - cc_ops.cc_log_partition(z)
+        log_density = _nan_unless(finite, log_unnormalized - cc_ops.cc_log_partition(z))
         return tf.where(
             _in_simplex(x),
             log_density,
@@ -521,10 +519,12 @@ class ContinuousCategorical(distribution.AutoCompositeTensorDistribution):
         return tf.cast(cc_ops.cc_variance(logits), self.dtype)
 
     def _entropy(self):
-        z, _ = _shift_logits(self._logits_parameter_no_checks())
+        z, finite = _shifted(self._logits_parameter_no_checks())
         mean = cc_ops.cc_mean(z)
         # H = -E[log p] = A(z) - z·mean, shift-invariant since sum(mean) = 1.
-        return cc_ops.cc_log_partition(z) - tf.reduce_sum(z * mean, axis=-1)
+        return _nan_unless(
+            finite, cc_ops.cc_log_partition(z) - tf.reduce_sum(z * mean, axis=-1)
+        )
 
     def _mode(self):
         logits = self._logits_parameter_no_checks()
@@ -703,11 +703,12 @@ def _kl_continuous_categorical(a, b, name=None):
                 f"number of classes: `distribution_a` has {ka} and "
                 f"`distribution_b` has {kb}."
             )
-        za, _ = _shift_logits(a._logits_parameter_no_checks())
-        zb, _ = _shift_logits(b._logits_parameter_no_checks())
+        za, finite_a = _shifted(a._logits_parameter_no_checks())
+        zb, finite_b = _shifted(b._logits_parameter_no_checks())
         mean_a = cc_ops.cc_mean(za)
-        return (
+        return _nan_unless(
+            finite_a & finite_b,
             cc_ops.cc_log_partition(zb)
             - cc_ops.cc_log_partition(za)
-            - tf.reduce_sum((zb - za) * mean_a, axis=-1)
+            - tf.reduce_sum((zb - za) * mean_a, axis=-1),
         )
