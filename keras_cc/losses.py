@@ -22,6 +22,8 @@ function, expose them as read-only attributes and save them in
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
+from typing import Any
 
 import keras
 import numpy as np
@@ -504,15 +506,38 @@ def sparse_continuous_categorical_crossentropy(
     )
 
 
+def _options(
+    from_logits: bool,
+    label_smoothing: float,
+    axis: int,
+    validate_targets: bool,
+    logit_scale: float | str,
+) -> dict[str, Any]:
+    """The keyword options of the CC loss functions, checked once, when a loss
+    or metric is created rather than at its first use."""
+    _check_options(label_smoothing, logit_scale)
+    return dict(
+        from_logits=from_logits,
+        label_smoothing=label_smoothing,
+        axis=axis,
+        validate_targets=validate_targets,
+        logit_scale=logit_scale,
+    )
+
+
 class _StoredOptions:
     """The options of a loss function, stored once in `_fn_kwargs`.
 
     Keras' `LossFunctionWrapper` and `MeanMetricWrapper` keep the keyword
     arguments they pass to their function in `_fn_kwargs`; this mixin reads
     them as attributes (`loss.from_logits`) and saves them in `get_config`.
-    The function itself is fixed by the class, so it is not saved: the
-    config holds the constructor's arguments, as in keras_cc 0.1.
+    The function itself is fixed by the class (`_function`), so it is not
+    saved: the config holds the constructor's arguments, as in keras_cc 0.1.
+    A new variant is one loss function and two short classes that name it.
     """
+
+    _function: Callable[..., Any]  # set by each public class
+    _default_name: str
 
     def __getattr__(self, name):
         # Only called when normal lookup fails: options are not attributes.
@@ -538,19 +563,32 @@ class _StoredOptions:
 
 
 class _LossFunctionWrapper(_StoredOptions, keras.losses.Loss):
-    """`keras.losses.Loss` around a CC loss function and its options.
+    """`keras.losses.Loss` around the class's CC loss function and options.
 
     Mirrors Keras' (private) `LossFunctionWrapper`; the rank matching it does
     is left out on purpose: the dense loss needs equal shapes (a mismatch is
     an error, raised at trace time) and the sparse one squeezes a trailing
-    size-1 label axis itself.
+    size-1 label axis itself. The arguments are documented on each class.
     """
 
-    def __init__(self, fn, reduction, name, dtype, **options):
-        # Fail at construction, not at the first training step.
-        _check_options(options["label_smoothing"], options["logit_scale"])
-        super().__init__(name=name, reduction=reduction, dtype=dtype)
-        self.fn = fn
+    def __init__(
+        self,
+        from_logits: bool = False,
+        label_smoothing: float = 0.0,
+        axis: int = -1,
+        reduction: str | None = "sum_over_batch_size",
+        name: str | None = None,
+        dtype=None,
+        validate_targets: bool = True,
+        logit_scale: float | str = 1.0,
+    ):
+        options = _options(
+            from_logits, label_smoothing, axis, validate_targets, logit_scale
+        )
+        super().__init__(
+            name=name or self._default_name, reduction=reduction, dtype=dtype
+        )
+        self.fn = type(self)._function
         self._fn_kwargs = options
 
     def __call__(self, y_true, y_pred, sample_weight=None):
@@ -668,28 +706,8 @@ class ContinuousCategoricalCrossentropy(_LossFunctionWrapper):
     ```
     """
 
-    def __init__(
-        self,
-        from_logits: bool = False,
-        label_smoothing: float = 0.0,
-        axis: int = -1,
-        reduction: str | None = "sum_over_batch_size",
-        name: str = "continuous_categorical_crossentropy",
-        dtype=None,
-        validate_targets: bool = True,
-        logit_scale: float | str = 1.0,
-    ):
-        super().__init__(
-            continuous_categorical_crossentropy,
-            reduction=reduction,
-            name=name,
-            dtype=dtype,
-            from_logits=from_logits,
-            label_smoothing=label_smoothing,
-            axis=axis,
-            validate_targets=validate_targets,
-            logit_scale=logit_scale,
-        )
+    _function = staticmethod(continuous_categorical_crossentropy)
+    _default_name = "continuous_categorical_crossentropy"
 
 
 @keras.saving.register_keras_serializable(package="keras_cc")
@@ -740,25 +758,5 @@ class SparseContinuousCategoricalCrossentropy(_LossFunctionWrapper):
     ```
     """
 
-    def __init__(
-        self,
-        from_logits: bool = False,
-        label_smoothing: float = 0.0,
-        axis: int = -1,
-        reduction: str | None = "sum_over_batch_size",
-        name: str = "sparse_continuous_categorical_crossentropy",
-        dtype=None,
-        validate_targets: bool = True,
-        logit_scale: float | str = 1.0,
-    ):
-        super().__init__(
-            sparse_continuous_categorical_crossentropy,
-            reduction=reduction,
-            name=name,
-            dtype=dtype,
-            from_logits=from_logits,
-            label_smoothing=label_smoothing,
-            axis=axis,
-            validate_targets=validate_targets,
-            logit_scale=logit_scale,
-        )
+    _function = staticmethod(sparse_continuous_categorical_crossentropy)
+    _default_name = "sparse_continuous_categorical_crossentropy"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import keras
 
 from keras_cc.losses import (
-    _check_options,
+    _options,
     _StoredOptions,
     continuous_categorical_crossentropy,
     sparse_continuous_categorical_crossentropy,
@@ -23,13 +23,29 @@ __all__ = [
 
 
 class _MeanMetricWrapper(_StoredOptions, keras.metrics.MeanMetricWrapper):
-    """`keras.metrics.MeanMetricWrapper` around a CC loss function and its
-    options (stored once, see `keras_cc.losses._StoredOptions`)."""
+    """`keras.metrics.MeanMetricWrapper` around the class's CC loss function
+    and its options (stored once, see `keras_cc.losses._StoredOptions`).
+    The arguments are documented on each class."""
 
-    def __init__(self, fn, name: str, dtype, **options):
-        # Fail at construction, not at the first evaluation.
-        _check_options(options["label_smoothing"], options["logit_scale"])
-        super().__init__(fn, name=name, dtype=dtype, **options)
+    def __init__(
+        self,
+        name: str | None = None,
+        dtype=None,
+        from_logits: bool = False,
+        label_smoothing: float = 0.0,
+        axis: int = -1,
+        validate_targets: bool = True,
+        logit_scale: float | str = 1.0,
+    ):
+        options = _options(
+            from_logits, label_smoothing, axis, validate_targets, logit_scale
+        )
+        super().__init__(
+            type(self)._function,
+            name=name or self._default_name,
+            dtype=dtype,
+            **options,
+        )
         # A negative log-likelihood: lower is better (e.g. for callbacks that
         # monitor it with mode="auto").
         self._direction = "down"
@@ -90,26 +106,8 @@ class ContinuousCategoricalCrossentropy(_MeanMetricWrapper):
     ```
     """
 
-    def __init__(
-        self,
-        name: str = "continuous_categorical_crossentropy",
-        dtype=None,
-        from_logits: bool = False,
-        label_smoothing: float = 0.0,
-        axis: int = -1,
-        validate_targets: bool = True,
-        logit_scale: float | str = 1.0,
-    ):
-        super().__init__(
-            continuous_categorical_crossentropy,
-            name=name,
-            dtype=dtype,
-            from_logits=from_logits,
-            label_smoothing=label_smoothing,
-            axis=axis,
-            validate_targets=validate_targets,
-            logit_scale=logit_scale,
-        )
+    _function = staticmethod(continuous_categorical_crossentropy)
+    _default_name = "continuous_categorical_crossentropy"
 
 
 @keras.saving.register_keras_serializable(
@@ -141,23 +139,5 @@ class SparseContinuousCategoricalCrossentropy(_MeanMetricWrapper):
     -2.2696
     """
 
-    def __init__(
-        self,
-        name: str = "sparse_continuous_categorical_crossentropy",
-        dtype=None,
-        from_logits: bool = False,
-        label_smoothing: float = 0.0,
-        axis: int = -1,
-        validate_targets: bool = True,
-        logit_scale: float | str = 1.0,
-    ):
-        super().__init__(
-            sparse_continuous_categorical_crossentropy,
-            name=name,
-            dtype=dtype,
-            from_logits=from_logits,
-            label_smoothing=label_smoothing,
-            axis=axis,
-            validate_targets=validate_targets,
-            logit_scale=logit_scale,
-        )
+    _function = staticmethod(sparse_continuous_categorical_crossentropy)
+    _default_name = "sparse_continuous_categorical_crossentropy"
