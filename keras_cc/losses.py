@@ -30,7 +30,7 @@ import numpy as np
 from keras import ops
 
 from keras_cc import _backend, _contour
-from keras_cc.ops import cc_log_partition
+from keras_cc.ops import canonical_axis, cc_log_partition
 
 __all__ = [
     "ContinuousCategoricalCrossentropy",
@@ -55,16 +55,6 @@ def _compute_dtype(dtype) -> str:
     two large nearly equal terms, and the logit gaps of a label-smoothing
     optimum (~100) are far beyond half precision's resolution there."""
     return _contour.compute_dtype(keras.backend.standardize_dtype(dtype))
-
-
-def _canonical_axis(axis, rank: int) -> int:
-    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
-        raise ValueError(
-            f"`axis` must be of type `int`. Received: axis={axis} of type {type(axis)}"
-        )
-    if not -rank <= axis < rank:
-        raise ValueError(f"`axis`={axis} is out of range for `y_pred` of rank {rank}.")
-    return int(axis) % rank
 
 
 def label_smoothing_logit_scale(num_classes: int, label_smoothing: float) -> float:
@@ -398,7 +388,7 @@ def continuous_categorical_crossentropy(
     """
     _check_options(label_smoothing, logit_scale)
     y_pred = _as_tensor(y_pred)
-    axis = _canonical_axis(axis, len(y_pred.shape))
+    axis = canonical_axis(axis, len(y_pred.shape), "y_pred")
     y_true = ops.convert_to_tensor(y_true)
     _check_shapes(y_true, y_pred)
     valid = None
@@ -466,7 +456,7 @@ def sparse_continuous_categorical_crossentropy(
     _check_options(label_smoothing, logit_scale)
     y_pred = _as_tensor(y_pred)
     rank = len(y_pred.shape)
-    axis = _canonical_axis(axis, rank)
+    axis = canonical_axis(axis, rank, "y_pred")
     num_classes = y_pred.shape[axis]
     if num_classes is None:
         raise ValueError(

@@ -9,11 +9,25 @@ on the TensorFlow, JAX and PyTorch backends.
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_cc import _contour
 
 __all__ = ["cc_covariance", "cc_log_partition", "cc_mean", "cc_variance"]
+
+
+def canonical_axis(axis, rank: int, tensor_name: str) -> int:
+    """``axis`` as a non-negative int, or a ValueError naming the tensor."""
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+        raise ValueError(
+            f"`axis` must be of type `int`. Received: axis={axis} of type {type(axis)}"
+        )
+    if not -rank <= axis < rank:
+        raise ValueError(
+            f"`axis`={axis} is out of range for `{tensor_name}` of rank {rank}."
+        )
+    return int(axis) % rank
 
 
 def _prepare(logits, axis: int):
@@ -27,9 +41,7 @@ def _prepare(logits, axis: int):
     rank = len(logits.shape)
     if rank == 0:
         raise ValueError("`logits` must have at least one dimension (the classes).")
-    if not -rank <= axis < rank:
-        raise ValueError(f"`axis`={axis} is out of range for logits of rank {rank}.")
-    axis = axis % rank
+    axis = canonical_axis(axis, rank, "logits")
     num_classes = logits.shape[axis]
     if num_classes is not None and num_classes < 2:
         raise ValueError(
