@@ -2,11 +2,11 @@
 
 (a) Accuracy: the worst error per regime, K and dtype, for our op and for the
     paper's eq. 6 evaluated directly (the published approach), against an
-    mpmath reference (tests/reference.py), judged by
+    mpmath reference (the positive series of tests/reference/), judged by
     the accuracy bar of docs/numerics.md.
 (b) Sweep: thousands of seeded random rows (K log-uniform in 2..2000, five
     shapes of logits, offsets, float32 and float64) against the longdouble
-    positive series of tests/reference.py; the worst error / bar per dtype.
+    positive series of tests/reference/; the worst error / bar per dtype.
 (c) Speed: forward + backward at batch 1024 for K in {2, 10, 100, 1000},
     against ``logsumexp`` (the cross-entropy normaliser) and eq. 6, under
     ``tf.function`` with and without XLA (TensorFlow backend), or under
@@ -17,11 +17,11 @@
     ``logsumexp`` and peak memory of forward + backward.
 (e) Covariance: ``cc_covariance`` at K = 1000, time and peak memory per row.
 
-Usage:
-    python benchmarks/log_partition.py                 # all parts, TF backend
-    python benchmarks/log_partition.py --part sweep --rows 4000
-    python benchmarks/log_partition.py --part speed
-    KERAS_BACKEND=jax python benchmarks/log_partition.py --part speed
+Usage, from the repository root (the references are imported from tests/):
+    python -m benchmarks.log_partition                 # all parts, TF backend
+    python -m benchmarks.log_partition --part sweep --rows 4000
+    python -m benchmarks.log_partition --part speed
+    KERAS_BACKEND=jax python -m benchmarks.log_partition --part speed
 
 The mpmath references are cached in benchmarks/results/reference_cache.json
 as they are computed, so an interrupted run resumes where it stopped; each
@@ -44,19 +44,17 @@ import keras
 import numpy as np
 from keras import ops
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests"))
-
-from reference import (  # noqa: E402
+from keras_cc.ops import cc_covariance, cc_log_partition
+from tests.reference import (
     error_ratios,
-    log_partition_and_mean,
+    longdouble_series,
+    mpmath_series,
     random_rows,
     regimes,
-    series_log_partition_and_mean,
     sweep_errors,
 )
 
-from keras_cc.ops import cc_covariance, cc_log_partition  # noqa: E402
+HERE = Path(__file__).resolve().parent
 
 RESULTS = HERE / "results"
 CACHE = RESULTS / "reference_cache.json"
@@ -104,7 +102,7 @@ def _load_cache() -> dict:
 def _reference(cache: dict, z: np.ndarray) -> tuple[float, np.ndarray]:
     key = z.tobytes().hex()
     if key not in cache:
-        a, mean = log_partition_and_mean(z)
+        a, mean = mpmath_series(z)
         cache[key] = [a, mean.tolist()]
         RESULTS.mkdir(exist_ok=True)
         CACHE.write_text(json.dumps(cache))
@@ -351,7 +349,7 @@ def large_k(ks: list[int], batch: int, repeats: int) -> str:
             grad = np.asarray(ops.convert_to_numpy(grad), np.float64)
             worst = np.zeros(2)
             for i in range(len(z)):
-                ref = series_log_partition_and_mean(z[i].astype(np.float64))
+                ref = longdouble_series(z[i].astype(np.float64))
                 worst = np.maximum(
                     worst, error_ratios(value[i], grad[i], *ref, "float32")
                 )
@@ -452,7 +450,8 @@ def main() -> None:
 
         jax.config.update("jax_enable_x64", True)
     RESULTS.mkdir(exist_ok=True)
-    header = f"Machine: {_machine()}\nCommand: python {' '.join(sys.argv)}\n\n"
+    command = " ".join(["python -m benchmarks.log_partition", *sys.argv[1:]])
+    header = f"Machine: {_machine()}\nCommand: {command}\n\n"
     backend = keras.backend.backend()
     runs = {
         "accuracy": (lambda: accuracy(args.ks), "log_partition_accuracy.md"),

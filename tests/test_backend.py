@@ -12,11 +12,11 @@ import doctest
 import keras
 import numpy as np
 import pytest
-from conftest import compiled
-from conftest import to_numpy as _np
 from keras import ops
 
 from keras_cc import _backend
+from tests.helpers import compiled
+from tests.helpers import to_numpy as _np
 
 BACKEND = keras.backend.backend()
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 
-import _cc_reference as ref
 import numpy as np
+
+from tests import reference as ref
+from tests.helpers import run_python
 
 _SCRIPT = r"""
 import json
@@ -106,7 +108,7 @@ print(json.dumps({
 
 
 def test_mirrored_strategy_two_cpus_matches_single_device():
-    out = ref.run_python(_SCRIPT, env={"KERAS_BACKEND": "tensorflow"})
+    out = run_python(_SCRIPT, env={"KERAS_BACKEND": "tensorflow"})
     got = json.loads(out.strip().splitlines()[-1])
     # The batch really was split across the two replicas.
     assert got["local_sizes"] == [4, 4]

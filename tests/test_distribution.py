@@ -1,15 +1,15 @@
 """Tests of keras_cc.distributions.ContinuousCategorical against independent references.
 
 References used (none of them is the code under test):
-- K=2: ``tfp.distributions.ContinuousBernoulli`` (a peer implementation);
-- exact divided differences in mpmath (high precision, distinct nodes);
+- exact divided differences in mpmath (``tests.reference``);
 - one-dimensional marginal densities integrated numerically with scipy;
 - Monte-Carlo estimates with tolerances derived from the sample size;
 - central finite differences of ``cc_mean`` in float64.
 
 Statistical tests use fixed seeds, so they are deterministic; their
-thresholds (5 standard errors, KS p-value > 1e-3) would fail for a biased
-sampler at the sample sizes used (see the comments at each test).
+thresholds (``Z_MAX`` standard errors, KS p-value > 1e-3) would fail for a
+biased sampler at the sample sizes used (see the comments at each test).
+K = 2 against the continuous Bernoulli is in tests/test_continuous_bernoulli.py.
 """
 
 from __future__ import annotations
@@ -37,56 +37,14 @@ from keras_cc.distributions.continuous_categorical import (
     _sample_cc,
 )
 from keras_cc.ops import cc_log_partition, cc_mean
+from tests import reference
+from tests.reference import Z_MAX
 
 tfd = tfp.distributions
 
-# Number of standard errors allowed in Monte-Carlo comparisons. With up to
-# ~1000 coordinates compared per test, P(any |Z| > 5) < 1000 * 5.7e-7.
-Z_MAX = 5.0
-
 
 # --------------------------------------------------------------------------
-# Independent references.
-
-
-def _dd_exp(nodes: list, dps: int = 150) -> mpmath.mpf:
-    """exp[nodes] (divided difference) in mpmath; ties broken by 1e-30 offsets.
-
-    The offsets change the value by ~1e-30 relative; with 150 digits the
-    cancellation of up to ~4 nearly tied nodes still leaves > 30 digits.
-    """
-    with mpmath.workdps(dps):
-        pts = [
-            mpmath.mpf(float(x)) + k * mpmath.mpf("1e-30") for k, x in enumerate(nodes)
-        ]
-        total = mpmath.mpf(0)
-        for k, zk in enumerate(pts):
-            prod = mpmath.mpf(1)
-            for i, zi in enumerate(pts):
-                if i != k:
-                    prod *= zk - zi
-            total += mpmath.exp(zk) / prod
-        return total
-
-
-def _mp_covariance(z: np.ndarray) -> np.ndarray:
-    """Exact Cov = Hessian of log exp[z] from divided differences with repeats.
-
-    d/dz_i exp[z] = exp[z, z_i], hence E[x_i] = exp[z, z_i] / exp[z],
-    E[x_i x_j] = exp[z, z_i, z_j] / exp[z] (i != j) and
-    E[x_i^2] = 2 exp[z, z_i, z_i] / exp[z].
-    """
-    z = list(map(float, z))
-    k = len(z)
-    with mpmath.workdps(150):
-        base = _dd_exp(z)
-        mean = [_dd_exp(z + [z[i]]) / base for i in range(k)]
-        cov = np.zeros((k, k))
-        for i in range(k):
-            for j in range(i, k):
-                second = _dd_exp(z + [z[i], z[j]]) / base * (2 if i == j else 1)
-                cov[i, j] = cov[j, i] = float(second - mean[i] * mean[j])
-    return cov
+# Helpers.
 
 
 def _marginal_cdf(density, lo: float, hi: float, scale: float):
@@ -113,69 +71,8 @@ def _marginal_cdf(density, lo: float, hi: float, scale: float):
     return lambda t: np.interp(t, grid, cdf)
 
 
-def _cb(logit_diff) -> tfd.ContinuousBernoulli:
-    """The K=2 peer reference, in float64 (a NumPy scalar would become float32)."""
-    return tfd.ContinuousBernoulli(
-        logits=tf.constant(logit_diff, tf.float64), dtype=tf.float64
-    )
-
-
 def _cc(logits, dtype=np.float64, **kwargs) -> ContinuousCategorical:
     return ContinuousCategorical(logits=np.asarray(logits, dtype), **kwargs)
-
-
-# --------------------------------------------------------------------------
-# K = 2: the continuous Bernoulli.
-
-K2_LOGIT_DIFFS = np.array([0.0, 1e-6, 0.3, -2.5, 7.0, -40.0, 100.0])
-
-
-def test_k2_matches_continuous_bernoulli():
-    # CC(logits=[a, b]) at x = (t, 1-t) is ContinuousBernoulli(logits=a - b);
-    # one batch over the logit differences, broadcast against 7 points t.
-    b = 0.7
-    ours = _cc(np.stack([K2_LOGIT_DIFFS + b, np.full_like(K2_LOGIT_DIFFS, b)], -1))
-    cb = _cb(K2_LOGIT_DIFFS)
-    t = np.array([0.0, 1e-4, 0.1, 0.5, 0.77, 0.999, 1.0])[:, np.newaxis]
-    x = np.stack([t, 1.0 - t], axis=-1)  # [7, 1, 2]
-    np.testing.assert_allclose(ours.log_prob(x), cb.log_prob(t), rtol=1e-9, atol=1e-9)
-    np.testing.assert_allclose(ours.prob(x), cb.prob(t), rtol=1e-9)
-    np.testing.assert_allclose(ours.mean()[:, 0], cb.mean(), rtol=1e-9)
-    np.testing.assert_allclose(
-        ours.mean()[:, 1], 1.0 - cb.mean(), rtol=1e-9, atol=1e-15
-    )
-    np.testing.assert_allclose(ours.variance()[:, 0], cb.variance(), rtol=1e-7)
-    cov = ours.covariance().numpy()
-    # x_1 = 1 - x_0, so each covariance matrix is var * [[1, -1], [-1, 1]].
-    ref_cov = cb.variance().numpy()[:, None, None] * np.array([[1, -1], [-1, 1]])
-    np.testing.assert_allclose(cov, ref_cov, rtol=1e-7)
-    np.testing.assert_allclose(ours.entropy(), cb.entropy(), rtol=1e-9, atol=1e-9)
-
-
-def test_k2_kl_matches_continuous_bernoulli():
-    diffs_a = np.array([0.0, 1.5, -3.0, 20.0, 60.0])
-    diffs_b = np.array([0.4, -2.0, -3.0, 0.0, 55.0])
-    ours = tfd.kl_divergence(
-        _cc(np.stack([diffs_a, np.zeros(5)], -1)),
-        _cc(np.stack([diffs_b + 2.0, np.full(5, 2.0)], -1)),  # shifted: same law
-    )
-    ref = tfd.kl_divergence(_cb(diffs_a), _cb(diffs_b))
-    np.testing.assert_allclose(ours, ref, rtol=1e-7, atol=1e-10)
-
-
-@pytest.mark.parametrize("diff", [0.0, 2.0, -15.0, 150.0])
-def test_k2_samples_match_continuous_bernoulli(diff):
-    # KS test of x_0 against the continuous Bernoulli CDF. At n = 20000 the KS
-    # test detects a CDF error of ~0.015 (p < 1e-3), e.g. the ~0.05 bias of
-    # using Dirichlet(1,1) proposals without the acceptance step.
-    dist = _cc([diff, 0.0], dtype=np.float32)
-    t = dist.sample(20000, seed=(11, 12)).numpy()[:, 0].astype(np.float64)
-    cb = _cb(diff)
-    p_value = stats.kstest(t, lambda v: cb.cdf(np.clip(v, 0.0, 1.0)).numpy()).pvalue
-    assert p_value > 1e-3, p_value
-    # Moments of the sample vs the continuous Bernoulli, within Z_MAX SEs.
-    se = t.std() / np.sqrt(t.size)
-    assert abs(t.mean() - float(cb.mean())) < Z_MAX * se
 
 
 # --------------------------------------------------------------------------
@@ -185,7 +82,7 @@ def test_k2_samples_match_continuous_bernoulli(diff):
 def test_log_prob_is_normalised_and_matches_mpmath():
     z = np.array([0.3, -1.2, 2.0, 0.0])
     dist = _cc(z)
-    log_z = float(mpmath.log(_dd_exp(list(z))))
+    log_z = reference.log_partition(z)
     np.testing.assert_allclose(dist.log_normalizer(), log_z, rtol=1e-12)
     x = np.array([[0.1, 0.2, 0.3, 0.4], [1.0, 0.0, 0.0, 0.0], [0.25] * 4])
     np.testing.assert_allclose(dist.log_prob(x), x @ z - log_z, rtol=1e-12)
@@ -239,7 +136,7 @@ COV_CASES = [
 @pytest.mark.parametrize("z", COV_CASES, ids=lambda z: f"K{len(z[0])}")
 def test_covariance_matches_mpmath_hessian(z):
     z = np.array(z)
-    ref = np.stack([_mp_covariance(row) for row in z])
+    ref = np.stack([reference.covariance(row) for row in z])
     diag = np.diagonal(ref, axis1=1, axis2=2)
     scale = np.sqrt(diag[:, :, None] * diag[:, None, :])
     for dtype, tol in [(np.float64, 1e-10), (np.float32, 1e-5)]:
@@ -292,9 +189,7 @@ def test_mean_entropy_and_mode():
     np.testing.assert_allclose(dist.mean(), cc_mean(z), rtol=1e-14)
     # Entropy A(z) - z·mean, against mpmath: A and the mean from exp[.].
     for row, h in zip(z, dist.entropy().numpy(), strict=True):
-        base = _dd_exp(list(row))
-        mean = [float(_dd_exp(list(row) + [row[i]]) / base) for i in range(4)]
-        ref = float(mpmath.log(base)) - float(np.dot(row, mean))
+        ref = reference.log_partition(row) - float(np.dot(row, reference.mean(row)))
         np.testing.assert_allclose(h, ref, rtol=1e-10)
     # Ties: the first maximal logit's vertex (documented).
     np.testing.assert_array_equal(dist.mode(), [[0, 1, 0, 0], [1, 0, 0, 0]])
@@ -429,7 +324,7 @@ def test_k5_marginal_vs_mpmath_marginal():
     def density(t):
         if t >= 1.0:
             return 0.0
-        inner = _dd_exp(list((1.0 - t) * z[1:]), dps=40)
+        inner = reference.exp_divided_difference((1.0 - t) * z[1:])
         return float(mpmath.exp(z[0] * t - 2.0) * (1.0 - t) ** 3 * inner)
 
     grid = np.linspace(0.0, 1.0, 2001)

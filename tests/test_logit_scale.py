@@ -1,6 +1,6 @@
 """The `logit_scale` option of the CC losses and metrics.
 
-Checked against the independent mpmath reference (`_cc_reference`): the loss
+Checked against the independent mpmath references (`tests.reference`): the loss
 with scale s is the CC negative log-likelihood of the target under logits
 s * z, its gradient is s * (mean(s z) - y), "auto" puts the CC-LS optimum
 where the LS optimum is, and the option survives get_config, `.keras`
@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import math
 
-import _cc_reference as ref
 import keras
 import numpy as np
 import pytest
-import reference as series_reference
-from conftest import to_numpy as _np
-from conftest import value_and_grad
 
 import keras_cc
 from keras_cc import losses as cc_losses
 from keras_cc import metrics as cc_metrics
+from tests import reference as ref
+from tests.helpers import to_numpy as _np
+from tests.helpers import value_and_grad
 
 B, K = 6, 5
 
@@ -72,11 +71,11 @@ def test_auto_scale_moves_cc_optimum_to_ls_optimum(num_classes, alpha):
     softmax = np.exp(z) / np.exp(z).sum()
     np.testing.assert_allclose(softmax[1:], alpha / num_classes, rtol=1e-12)
     # The positive-series reference: the K - 1 tied logits need no care.
-    _, cc_mean = series_reference.log_partition_and_mean(scale * z)
+    _, cc_mean = ref.mpmath_series(scale * z)
     # The rule is the far-vertex asymptote E[x_k] ~ 1/gap: a few % off.
     np.testing.assert_allclose(cc_mean[1:], alpha / num_classes, rtol=0.1)
     # Without the scale the CC mean is nowhere near the target.
-    _, unscaled_mean = series_reference.log_partition_and_mean(z)
+    _, unscaled_mean = ref.mpmath_series(z)
     assert unscaled_mean[1] > 2 * alpha / num_classes
 
 

@@ -13,51 +13,47 @@ import math
 import pathlib
 import re
 import warnings
-import zlib
 
-import _cc_reference as ref
 import keras
 import numpy as np
 import pytest
-from conftest import JIT_COMPILE, compiled, value_and_grad
-from conftest import to_numpy as _np
 from keras import ops
 
 from keras_cc import losses as cc_losses
+from tests import reference as ref
+from tests.helpers import JIT_COMPILE, compiled, value_and_grad
+from tests.helpers import to_numpy as _np
 
 BACKEND = keras.backend.backend()
 # Backends whose tensors carry `_keras_logits`, the logits behind a softmax.
 RECOVERS_SOFTMAX_LOGITS = BACKEND in ("tensorflow", "torch")
-RNG = np.random.default_rng(20201105)
 # Most tests use batches of B rows and K in {2, 3, 5, 10, 100}: on JAX every
 # new eager shape costs seconds of compilation, so shapes are shared.
 B = 6
 
 
-@pytest.fixture(autouse=True)
-def _seed_per_test(request):
-    """Each test draws the same data however pytest-xdist splits the tests."""
-    global RNG
-    RNG = np.random.default_rng(zlib.crc32(request.node.name.encode()))
-
-
-def _distinct_logits(shape, scale=3.0, min_gap=1e-2):
+def _distinct_logits(
+    rng: np.random.Generator,
+    shape: tuple[int, ...],
+    scale: float = 3.0,
+    min_gap: float = 1e-2,
+) -> np.ndarray:
     """Random logits whose entries along the last axis are >= min_gap apart
     (the explicit-formula reference needs distinct nodes)."""
     while True:
-        z = RNG.normal(size=shape, scale=scale).astype(np.float32)
+        z = rng.normal(size=shape, scale=scale).astype(np.float32)
         gaps = np.abs(z[..., :, None] - z[..., None, :])
         gaps += np.eye(shape[-1]) * 1e9
         if gaps.min() >= min_gap:
             return z
 
 
-def _soft_targets(shape):
-    y = RNG.dirichlet(np.ones(shape[-1]), size=shape[:-1]).astype(np.float32)
+def _soft_targets(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    y = rng.dirichlet(np.ones(shape[-1]), size=shape[:-1]).astype(np.float32)
     return y
 
 
-def _nll_tol(y, z, rel=1e-5):
+def _nll_tol(y, z, rel=ref.BAR["float32"]["a"]):
     """Float32 bar: 1e-5 relative to the size of the terms that are summed."""
     z = np.asarray(z, np.float64)
     zs = z - z.max(axis=-1, keepdims=True)
@@ -69,9 +65,9 @@ def _nll_tol(y, z, rel=1e-5):
 
 @pytest.mark.parametrize("num_classes", [2, 3, 5, 8])
 @pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
-def test_value_matches_mpmath_explicit_formula(num_classes, label_smoothing):
-    z = _distinct_logits((6, num_classes))
-    y = _soft_targets((6, num_classes))
+def test_value_matches_mpmath_explicit_formula(rng, num_classes, label_smoothing):
+    z = _distinct_logits(rng, (6, num_classes))
+    y = _soft_targets(rng, (6, num_classes))
     y[0] = np.eye(num_classes, dtype=np.float32)[1]  # a one-hot row too
     got = _np(
         cc_losses.continuous_categorical_crossentropy(
@@ -84,46 +80,15 @@ def test_value_matches_mpmath_explicit_formula(num_classes, label_smoothing):
     np.testing.assert_array_less(np.abs(got - want), _nll_tol(y_s, z))
 
 
-def test_value_float64_matches_mpmath_to_1e_10():
-    z = _distinct_logits((B, 5)).astype(np.float64) * 7.0
-    y = _soft_targets((B, 5)).astype(np.float64)
+def test_value_float64_matches_mpmath_to_1e_10(rng):
+    z = _distinct_logits(rng, (B, 5)).astype(np.float64) * 7.0
+    y = _soft_targets(rng, (B, 5)).astype(np.float64)
     got = _np(cc_losses.continuous_categorical_crossentropy(y, z, from_logits=True))
     assert got.dtype == np.float64
     np.testing.assert_allclose(got, ref.nll_rows(y, z), rtol=0, atol=1e-10)
 
 
-def test_k2_equals_continuous_bernoulli():
-    """K=2 is the continuous Bernoulli with logit a - b (a peer's code)."""
-    import tensorflow_probability as tfp
-
-    n = 10 * B
-    a = RNG.normal(size=n, scale=4.0)
-    b = RNG.normal(size=n, scale=4.0)
-    a[:4] = [0.3, 1e-3, -20.0, 40.0]  # near 1/2 and far from it
-    b[:4] = [0.3 - 1e-4, 0.0, 15.0, -30.0]
-    t = RNG.uniform(0.01, 0.99, size=n)
-    logits = np.stack([a, b], -1).astype(np.float32)
-    y = np.stack([t, 1 - t], -1).astype(np.float32)
-    # Batches of B rows: one compiled shape per test session (JAX eager).
-    got = np.concatenate(
-        [
-            _np(
-                cc_losses.continuous_categorical_crossentropy(
-                    y[i : i + B], logits[i : i + B], from_logits=True
-                )
-            )
-            for i in range(0, n, B)
-        ]
-    )
-    cb = tfp.distributions.ContinuousBernoulli(
-        logits=logits[:, 0].astype(np.float64) - logits[:, 1].astype(np.float64)
-    )
-    want = -np.asarray(cb.log_prob(y[:, 0].astype(np.float64)))
-    scale = np.abs(y[:, 0] * (a - b)) + np.abs(b)
-    np.testing.assert_array_less(np.abs(got - want), 1e-5 * (1 + np.abs(want) + scale))
-
-
-def test_ties_and_large_offset_identities():
+def test_ties_and_large_offset_identities(rng):
     # A(c·1) = c - log((K-1)!), so with any target summing to exactly 1 the
     # loss is -log((K-1)!) whatever the offset c. (One-hot targets: a float32
     # 1/K summed K times misses 1 by ~K·eps, which the exact formula
@@ -137,8 +102,8 @@ def test_ties_and_large_offset_identities():
         np.testing.assert_allclose(got, -math.lgamma(k), rtol=1e-5, atol=1e-5)
     # A large common offset: float64 targets summing to 1, value vs mpmath
     # on the offset logits themselves.
-    z = _distinct_logits((B, 5)).astype(np.float64) + 1e4
-    y = _soft_targets((B, 5)).astype(np.float64)
+    z = _distinct_logits(rng, (B, 5)).astype(np.float64) + 1e4
+    y = _soft_targets(rng, (B, 5)).astype(np.float64)
     y /= y.sum(-1, keepdims=True)
     got = _np(cc_losses.continuous_categorical_crossentropy(y, z, from_logits=True))
     np.testing.assert_allclose(got, ref.nll_rows(y, z), rtol=0, atol=1e-9)
@@ -167,9 +132,9 @@ def test_far_vertex_label_smoothing_optimum_region():
     np.testing.assert_array_less(np.abs(got - want), _nll_tol(y, z))
 
 
-def test_axis_argument():
-    z = _distinct_logits((2, 4, 3))  # classes on axis 1
-    y = _soft_targets((2, 3, 4)).transpose(0, 2, 1).copy()
+def test_axis_argument(rng):
+    z = _distinct_logits(rng, (2, 4, 3))  # classes on axis 1
+    y = _soft_targets(rng, (2, 3, 4)).transpose(0, 2, 1).copy()
     got = _np(
         cc_losses.continuous_categorical_crossentropy(y, z, from_logits=True, axis=1)
     )
@@ -182,8 +147,8 @@ def test_axis_argument():
     np.testing.assert_allclose(_np(loss(y, z)), want, atol=1e-4)
 
 
-def test_label_smoothing_one_is_uniform_target():
-    z = _distinct_logits((B, 5))
+def test_label_smoothing_one_is_uniform_target(rng):
+    z = _distinct_logits(rng, (B, 5))
     y = np.eye(5, dtype=np.float32)[np.arange(B) % 5]
     got = _np(
         cc_losses.continuous_categorical_crossentropy(
@@ -197,9 +162,9 @@ def test_label_smoothing_one_is_uniform_target():
 
 
 @pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
-def test_gradient_is_mean_minus_target(label_smoothing):
-    z = _distinct_logits((B, 5))
-    y = _soft_targets((B, 5))
+def test_gradient_is_mean_minus_target(rng, label_smoothing):
+    z = _distinct_logits(rng, (B, 5))
+    y = _soft_targets(rng, (B, 5))
 
     def total(logits):
         return ops.sum(
@@ -236,17 +201,19 @@ def test_gradient_finite_at_ties_and_extremes():
     assert np.isfinite(value) and np.all(np.isfinite(grad))
     # The docs/numerics.md float32 bar on the mean: 1e-5 + 1e-3 * mean.
     mu = np.stack([ref.mean(row) for row in z])
-    np.testing.assert_array_less(np.abs(grad - (mu - y)), 1e-5 + 1e-3 * mu + 1e-7)
+    bar = ref.BAR["float32"]
+    allowed = bar["mean_abs"] + bar["mean_rel"] * mu + 1e-7
+    np.testing.assert_array_less(np.abs(grad - (mu - y)), allowed)
     np.testing.assert_allclose(grad[0], 1 / 5 - y[0], atol=1e-6)
 
 
 # ---------------------------------------------------- probabilities input
 
 
-def test_from_probabilities_uses_clipped_log():
-    p = RNG.dirichlet(np.ones(5), size=B).astype(np.float32)
+def test_from_probabilities_uses_clipped_log(rng):
+    p = rng.dirichlet(np.ones(5), size=B).astype(np.float32)
     p[0] = [1.0, 0.0, 0.0, 0.0, 0.0]  # exercises the clip
-    y = _soft_targets((B, 5))
+    y = _soft_targets(rng, (B, 5))
     got = _np(cc_losses.continuous_categorical_crossentropy(y, p))
     eps = keras.backend.epsilon()
     z = np.log(np.clip(p.astype(np.float64), eps, 1 - eps))
@@ -254,12 +221,15 @@ def test_from_probabilities_uses_clipped_log():
     np.testing.assert_array_less(np.abs(got - want), _nll_tol(y, z, rel=3e-5))
 
 
-def test_softmax_output_logits_recovered_where_tensors_carry_them():
+def test_softmax_output_logits_recovered_where_tensors_carry_them(rng):
     """TF, PyTorch: the logits behind a Keras softmax are used (gap 100 >
     clip's ~16). JAX arrays carry no logits: there the clipped probabilities
     are used."""
     z = np.concatenate(
-        [np.array([[100.0, 0.5, 0.0], [0.0, 1.0, 2.0]]), _distinct_logits((B - 2, 3))]
+        [
+            np.array([[100.0, 0.5, 0.0], [0.0, 1.0, 2.0]]),
+            _distinct_logits(rng, (B - 2, 3)),
+        ]
     ).astype(np.float32)
     y = ref.smooth(np.eye(3)[np.arange(B) % 3 * 2 % 3], 0.1).astype(np.float32)
     probs = keras.activations.softmax(ops.convert_to_tensor(z))
@@ -274,9 +244,9 @@ def test_softmax_output_logits_recovered_where_tensors_carry_them():
     np.testing.assert_allclose(got, want, atol=1e-4)
 
 
-def test_softmax_op_recovered_in_tf_graph_or_clipped_when_compiled_elsewhere():
+def test_softmax_op_recovered_in_tf_graph_or_clipped_when_compiled_elsewhere(rng):
     z = np.concatenate(
-        [np.array([[40.0, 0.5, 0.0]]), _distinct_logits((B - 1, 3))]
+        [np.array([[40.0, 0.5, 0.0]]), _distinct_logits(rng, (B - 1, 3))]
     ).astype(np.float32)
     y = ref.smooth(np.eye(3)[np.arange(B) % 3], 0.1).astype(np.float32)
 
@@ -314,9 +284,9 @@ def test_from_logits_true_on_softmax_output_warns_like_keras():
 
 
 @pytest.mark.parametrize("label_smoothing", [0.0, 0.2])
-def test_sparse_equals_dense_on_one_hot(label_smoothing):
-    z = _distinct_logits((B, 5))
-    labels = RNG.integers(0, 5, size=B)
+def test_sparse_equals_dense_on_one_hot(rng, label_smoothing):
+    z = _distinct_logits(rng, (B, 5))
+    labels = rng.integers(0, 5, size=B)
     dense = _np(
         cc_losses.continuous_categorical_crossentropy(
             np.eye(5, dtype=np.float32)[labels],
@@ -348,10 +318,10 @@ def test_sparse_equals_dense_on_one_hot(label_smoothing):
     "reduction", ["sum", "sum_over_batch_size", "mean", "mean_with_sample_weight", None]
 )
 @pytest.mark.parametrize("weighted", [False, True])
-def test_reductions_and_sample_weights_match_keras_semantics(reduction, weighted):
-    z = _distinct_logits((B, 5))
-    y = _soft_targets((B, 5))
-    sw = RNG.uniform(0.0, 2.0, size=B).astype(np.float32) if weighted else None
+def test_reductions_and_sample_weights_match_keras_semantics(rng, reduction, weighted):
+    z = _distinct_logits(rng, (B, 5))
+    y = _soft_targets(rng, (B, 5))
+    sw = rng.uniform(0.0, 2.0, size=B).astype(np.float32) if weighted else None
     # The reference reduction reproduces Keras' own CategoricalCrossentropy on
     # the same inputs, so it is Keras' semantics, not our reading of them.
     cce_none = _np(
@@ -377,10 +347,10 @@ def test_reductions_and_sample_weights_match_keras_semantics(reduction, weighted
     )
 
 
-def test_per_timestep_sample_weights_and_masks_match_keras_semantics():
+def test_per_timestep_sample_weights_and_masks_match_keras_semantics(rng):
     """[B, T, K] outputs of a masked sequence model, 2-D sample weights."""
     b, t, f, k = 3, 4, 2, 3
-    x = RNG.normal(size=(b, t, f)).astype(np.float32)
+    x = rng.normal(size=(b, t, f)).astype(np.float32)
     x[0, 2:] = 0.0  # masked steps
     x[2, 3:] = 0.0
     inputs = keras.Input((t, f))
@@ -392,8 +362,8 @@ def test_per_timestep_sample_weights_and_masks_match_keras_semantics():
     z = model(x)
     mask = _np(z._keras_mask) if hasattr(z, "_keras_mask") else np.any(x != 0, axis=-1)
     assert mask.sum() == b * t - 3
-    y = _soft_targets((b, t, k))
-    sw = RNG.uniform(0.5, 1.5, size=(b, t)).astype(np.float32)
+    y = _soft_targets(rng, (b, t, k))
+    sw = rng.uniform(0.5, 1.5, size=(b, t)).astype(np.float32)
     per_step = ref.nll_rows(y, _np(z))
     cce_none = _np(
         keras.losses.CategoricalCrossentropy(from_logits=True, reduction=None)(
@@ -432,8 +402,8 @@ def test_per_timestep_sample_weights_and_masks_match_keras_semantics():
         ([[np.nan, 0.5, 0.5], [0.2, 0.3, 0.5]], "finite"),
     ],
 )
-def test_invalid_targets_raise_value_error_eagerly(bad, what):
-    z = _distinct_logits((B, 3))
+def test_invalid_targets_raise_value_error_eagerly(rng, bad, what):
+    z = _distinct_logits(rng, (B, 3))
     bad = np.concatenate([bad, np.full((B - 2, 3), 0.25)]).astype(np.float32)
     bad[2:, 2] = 0.5
     loss = cc_losses.ContinuousCategoricalCrossentropy(
@@ -454,8 +424,8 @@ def test_invalid_targets_raise_value_error_eagerly(bad, what):
         np.testing.assert_allclose(got, ref.nll_rows(bad, z), atol=1e-4)
 
 
-def test_target_sum_tolerance_is_1e_3_for_float32():
-    z = _distinct_logits((B, 5))
+def test_target_sum_tolerance_is_1e_3_for_float32(rng):
+    z = _distinct_logits(rng, (B, 5))
     ok = np.full((B, 5), 0.2, np.float32)
     bad = ok.copy()
     ok[0, 4] = 0.2008
@@ -465,8 +435,8 @@ def test_target_sum_tolerance_is_1e_3_for_float32():
         cc_losses.continuous_categorical_crossentropy(bad, z, from_logits=True)
 
 
-def test_sparse_labels_out_of_range_raise():
-    z = _distinct_logits((2, 3))
+def test_sparse_labels_out_of_range_raise(rng):
+    z = _distinct_logits(rng, (2, 3))
     for labels in ([0, 3], [-1, 0]):
         with pytest.raises(ValueError, match="y_true"):
             cc_losses.SparseContinuousCategoricalCrossentropy(from_logits=True)(
@@ -490,8 +460,8 @@ def _raises_in_graph(xla: bool):
 
 
 @pytest.mark.parametrize("xla", COMPILED_MODES)
-def test_invalid_targets_in_compiled_code_give_nan_rows(xla):
-    z = _distinct_logits((B, 3))
+def test_invalid_targets_in_compiled_code_give_nan_rows(rng, xla):
+    z = _distinct_logits(rng, (B, 3))
     bad = np.full((B, 3), 0.25, np.float32)
     bad[:, 2] = 0.5
     bad[0] = [0.5, 0.6, -0.1]  # a negative entry
@@ -520,9 +490,9 @@ def test_invalid_targets_in_compiled_code_give_nan_rows(xla):
 
 
 @pytest.mark.parametrize("xla", COMPILED_MODES)
-def test_sparse_labels_out_of_range_in_compiled_code_give_nan_rows(xla):
+def test_sparse_labels_out_of_range_in_compiled_code_give_nan_rows(rng, xla):
     """Label 3 with K = 3 under XLA gave a finite wrong loss before."""
-    z = _distinct_logits((B, 3))
+    z = _distinct_logits(rng, (B, 3))
     labels = np.array([3, -1, 0, 1, 2, 0])
     fn = compiled(
         lambda a, b: cc_losses.sparse_continuous_categorical_crossentropy(
@@ -542,10 +512,10 @@ def test_sparse_labels_out_of_range_in_compiled_code_give_nan_rows(xla):
     )
 
 
-def test_fit_on_invalid_targets_stops_instead_of_training_silently():
+def test_fit_on_invalid_targets_stops_instead_of_training_silently(rng):
     """`fit` compiled (XLA on TensorFlow, jit on JAX) reports a NaN loss and
     `TerminateOnNaN` stops it; eager `fit` (PyTorch's default) raises."""
-    x = RNG.normal(size=(8, 4)).astype(np.float32)
+    x = rng.normal(size=(8, 4)).astype(np.float32)
     y = np.eye(3, dtype=np.float32)[np.arange(8) % 3]
     y[1] = [0.5, 0.4, 0.0]
     keras.utils.set_random_seed(1)
@@ -565,11 +535,11 @@ def test_fit_on_invalid_targets_stops_instead_of_training_silently():
     assert np.isnan(history.history["loss"][0])
 
 
-def test_shape_inference_placeholders_are_not_checked():
+def test_shape_inference_placeholders_are_not_checked(rng):
     """Keras infers output shapes by running the loss on placeholders inside
     `keras.SymbolicScope` (all ones on PyTorch, whose `fit` failed on valid
     one-hot targets because of them): they are not data and must pass."""
-    z = ops.convert_to_tensor(_distinct_logits((B, 3)))
+    z = ops.convert_to_tensor(_distinct_logits(rng, (B, 3)))
     with keras.SymbolicScope():
         dense = cc_losses.continuous_categorical_crossentropy(
             ops.ones((B, 3)), z, from_logits=True
@@ -580,8 +550,8 @@ def test_shape_inference_placeholders_are_not_checked():
     assert tuple(dense.shape) == (B,) and tuple(sparse.shape) == (B,)
 
 
-def test_shape_mismatch_raises_at_trace_time():
-    z = _distinct_logits((2, 4))
+def test_shape_mismatch_raises_at_trace_time(rng):
+    z = _distinct_logits(rng, (2, 4))
     y = np.full((2, 3), 1 / 3, np.float32)
     with pytest.raises(ValueError, match="shape"):
         cc_losses.continuous_categorical_crossentropy(y, z, from_logits=True)
@@ -598,8 +568,8 @@ def test_shape_mismatch_raises_at_trace_time():
         )
 
 
-def test_bad_arguments():
-    z = _distinct_logits((2, 3))
+def test_bad_arguments(rng):
+    z = _distinct_logits(rng, (2, 3))
     y = np.full((2, 3), 1 / 3, np.float32)
     with pytest.raises(ValueError, match="label_smoothing"):
         cc_losses.continuous_categorical_crossentropy(y, z, label_smoothing=1.5)
@@ -613,13 +583,13 @@ def test_bad_arguments():
 
 
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
-def test_mixed_precision_loss_is_float32(policy):
+def test_mixed_precision_loss_is_float32(rng, policy):
     half = policy.split("_")[1]
     z_half = ops.cast(
-        ops.convert_to_tensor(_distinct_logits((B, 5), min_gap=0.05)), half
+        ops.convert_to_tensor(_distinct_logits(rng, (B, 5), min_gap=0.05)), half
     )
     z32 = _np(ops.cast(z_half, "float32"))
-    y = _soft_targets((B, 5))
+    y = _soft_targets(rng, (B, 5))
     per_example = _np(
         cc_losses.continuous_categorical_crossentropy(y, z_half, from_logits=True)
     )
@@ -638,7 +608,7 @@ def test_mixed_precision_loss_is_float32(policy):
                 keras.layers.Dense(5),
             ]
         )
-        x = RNG.normal(size=(B, 3)).astype(np.float32)
+        x = rng.normal(size=(B, 3)).astype(np.float32)
         logits = model(x)
         assert keras.backend.standardize_dtype(logits.dtype) == half
         loss = cc_losses.ContinuousCategoricalCrossentropy(
@@ -746,7 +716,7 @@ def test_finite_checking_optimizer_counts_nonfinite_gradients():
 
 
 @pytest.mark.parametrize("num_classes", [10, 100])
-def test_cc_label_smoothing_training_500_steps_stays_finite(num_classes):
+def test_cc_label_smoothing_training_500_steps_stays_finite(rng, num_classes):
     """CC-LS (alpha=0.1) from random init, 500 jit-compiled Adam steps.
 
     Training drives the logit spread from ~0 towards the CC-LS optimum (gaps
@@ -754,9 +724,9 @@ def test_cc_label_smoothing_training_500_steps_stays_finite(num_classes):
     keras.utils.set_random_seed(7)
     steps, batch, d = 500, 40, 16
     n = steps * batch  # one epoch of 500 steps: no per-epoch overhead
-    centers = RNG.normal(size=(num_classes, d)).astype(np.float32) * 3.0
-    labels = RNG.integers(0, num_classes, size=n)
-    x = centers[labels] + RNG.normal(size=(n, d)).astype(np.float32)
+    centers = rng.normal(size=(num_classes, d)).astype(np.float32) * 3.0
+    labels = rng.integers(0, num_classes, size=n)
+    x = centers[labels] + rng.normal(size=(n, d)).astype(np.float32)
     y = np.eye(num_classes, dtype=np.float32)[labels]
     model = keras.Sequential(
         [
@@ -793,10 +763,10 @@ def test_cc_label_smoothing_training_500_steps_stays_finite(num_classes):
     assert np.mean(logits.argmax(-1) == labels[-400:]) > 0.9
 
 
-def test_fit_jit_and_eager_agree():
+def test_fit_jit_and_eager_agree(rng):
     keras.utils.set_random_seed(3)
-    x = RNG.normal(size=(32, 4)).astype(np.float32)
-    labels = RNG.integers(0, 6, size=32)
+    x = rng.normal(size=(32, 4)).astype(np.float32)
+    labels = rng.integers(0, 6, size=32)
     results = []
     for jit in (False, JIT_COMPILE):
         model = keras.Sequential(

@@ -6,47 +6,37 @@ with KERAS_BACKEND=jax.
 
 from __future__ import annotations
 
-import zlib
-
-import _cc_reference as ref
 import keras
 import numpy as np
 import pytest
-from conftest import JIT_COMPILE
-from conftest import to_numpy as _np
 from keras import ops
 
 from keras_cc import losses as cc_losses
 from keras_cc import metrics as cc_metrics
+from tests import reference as ref
+from tests.helpers import JIT_COMPILE
+from tests.helpers import to_numpy as _np
 
 BACKEND = keras.backend.backend()
-RNG = np.random.default_rng(7)
 B, K = 6, 5  # one shape throughout: JAX compiles per eager shape
 
 
-@pytest.fixture(autouse=True)
-def _seed_per_test(request):
-    """Each test draws the same data however pytest-xdist splits the tests."""
-    global RNG
-    RNG = np.random.default_rng(zlib.crc32(request.node.name.encode()))
-
-
-def _logits(rows=B):
-    z = RNG.normal(size=(rows, K), scale=3.0).astype(np.float32)
+def _logits(rng: np.random.Generator, rows: int = B) -> np.ndarray:
+    z = rng.normal(size=(rows, K), scale=3.0).astype(np.float32)
     z += np.arange(K, dtype=np.float32) * 1e-2  # keep the nodes distinct
     return z
 
 
 @pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
-def test_weighted_mean_over_batches(label_smoothing):
+def test_weighted_mean_over_batches(rng, label_smoothing):
     metric = cc_metrics.ContinuousCategoricalCrossentropy(
         from_logits=True, label_smoothing=label_smoothing
     )
     values, weights = [], []
     for step in range(3):
-        z = _logits()
-        y = RNG.dirichlet(np.ones(K), size=B).astype(np.float32)
-        w = RNG.uniform(0.1, 2.0, size=B).astype(np.float32) if step else None
+        z = _logits(rng)
+        y = rng.dirichlet(np.ones(K), size=B).astype(np.float32)
+        w = rng.uniform(0.1, 2.0, size=B).astype(np.float32) if step else None
         metric.update_state(y, z, sample_weight=w)
         values.append(ref.nll_rows(ref.smooth(y, label_smoothing), z))
         weights.append(np.ones(B) if w is None else w)
@@ -58,20 +48,20 @@ def test_weighted_mean_over_batches(label_smoothing):
 
 
 @pytest.mark.parametrize("label_smoothing", [0.0, 0.2])
-def test_sparse_metric_matches_reference(label_smoothing):
+def test_sparse_metric_matches_reference(rng, label_smoothing):
     metric = cc_metrics.SparseContinuousCategoricalCrossentropy(
         from_logits=True, label_smoothing=label_smoothing
     )
-    z = _logits()
-    labels = RNG.integers(0, K, size=B)
+    z = _logits(rng)
+    labels = rng.integers(0, K, size=B)
     metric.update_state(labels, z)
     want = ref.nll_rows(ref.smooth(np.eye(K)[labels], label_smoothing), z).mean()
     np.testing.assert_allclose(float(_np(metric.result())), want, rtol=1e-5, atol=1e-5)
 
 
-def test_metric_equals_loss_with_default_reduction():
-    z = _logits()
-    y = RNG.dirichlet(np.ones(K), size=B).astype(np.float32)
+def test_metric_equals_loss_with_default_reduction(rng):
+    z = _logits(rng)
+    y = rng.dirichlet(np.ones(K), size=B).astype(np.float32)
     metric = cc_metrics.ContinuousCategoricalCrossentropy(
         from_logits=True, label_smoothing=0.1
     )
@@ -100,9 +90,9 @@ def test_config_round_trip_and_serialization():
         assert keras.saving.get_registered_object(registered) is cls
 
 
-def test_metric_in_compile_and_evaluate():
-    x = RNG.normal(size=(B, 3)).astype(np.float32)
-    labels = RNG.integers(0, K, size=B)
+def test_metric_in_compile_and_evaluate(rng):
+    x = rng.normal(size=(B, 3)).astype(np.float32)
+    labels = rng.integers(0, K, size=B)
     model = keras.Sequential(
         [
             keras.Input((3,)),
@@ -129,10 +119,10 @@ def test_metric_in_compile_and_evaluate():
     np.testing.assert_allclose(result["loss"], want, rtol=1e-5, atol=1e-5)
 
 
-def test_softmax_output_metric():
+def test_softmax_output_metric(rng):
     """TF and PyTorch recover the logits behind a softmax (gap 60 > clip's
     ~16); JAX uses the clipped probabilities."""
-    z = _logits()
+    z = _logits(rng)
     z[0, 0] = 60.0
     probs = keras.activations.softmax(ops.convert_to_tensor(z))
     y = ref.smooth(np.eye(K)[np.arange(B) % K], 0.1).astype(np.float32)
@@ -145,8 +135,8 @@ def test_softmax_output_metric():
     np.testing.assert_allclose(float(_np(metric.result())), want, rtol=1e-5, atol=1e-4)
 
 
-def test_invalid_targets_raise():
-    z = _logits()
+def test_invalid_targets_raise(rng):
+    z = _logits(rng)
     y = np.full((B, K), 1.0 / K, np.float32)
     y[1] *= 1.1
     metric = cc_metrics.ContinuousCategoricalCrossentropy(from_logits=True)
@@ -158,10 +148,10 @@ def test_invalid_targets_raise():
         ).update_state(np.full(B, K), z)
 
 
-def test_invalid_targets_in_compiled_evaluate_give_nan():
+def test_invalid_targets_in_compiled_evaluate_give_nan(rng):
     """Compiled (XLA on TensorFlow, jit on JAX), an invalid row makes the
     metric NaN; eager `evaluate` (PyTorch's default) raises."""
-    x = RNG.normal(size=(B, 3)).astype(np.float32)
+    x = rng.normal(size=(B, 3)).astype(np.float32)
     y = np.eye(K, dtype=np.float32)[np.arange(B) % K]
     y[2] = 0.9 / K  # sums to 0.9
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(K)])

@@ -1,10 +1,9 @@
-"""Accuracy and behaviour of keras_cc.ops against an independent mpmath reference.
+"""Accuracy and behaviour of keras_cc.ops against independent mpmath references.
 
-The bar (docs/numerics.md), for the exact value at the rounded inputs:
-float32: |A - A*| <= 1e-5 (1 + |A*|), |mu - mu*| <= 1e-5 + 1e-3 mu*;
-float64: |A - A*| <= 1e-12 (1 + |A*|), |mu - mu*| <= 1e-12 + 1e-9 mu*.
-Every test case lies on a grid that float32 represents exactly, so one
-reference serves both dtypes.
+The bar is ``tests.reference.BAR`` (docs/numerics.md), for the exact value
+at the rounded inputs. Every case of the regimes lies on a grid that float32
+represents exactly, so one reference serves both dtypes. K = 2 against the
+continuous Bernoulli is in tests/test_continuous_bernoulli.py.
 """
 
 from __future__ import annotations
@@ -12,19 +11,11 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
-from conftest import to_numpy, value_and_grad
-from reference import (
-    BAR,
-    error_ratios,
-    explicit_log_partition,
-    log_partition_and_mean,
-    random_rows,
-    regimes,
-    series_log_partition_and_mean,
-    sweep_errors,
-)
 
 from keras_cc.ops import cc_log_partition, cc_mean
+from tests import reference
+from tests.helpers import compiled, to_numpy, value_and_grad
+from tests.reference import BAR, error_ratios, longdouble_series, mpmath_series
 
 # K = 1000 with large spreads costs the reference ~10 s a row: keep a few.
 _K1000_CASES = (
@@ -40,7 +31,7 @@ _K1000_CASES = (
 
 
 def _cases(k: int) -> dict[str, np.ndarray]:
-    cases = regimes(k, np.random.default_rng(k))
+    cases = reference.regimes(k, np.random.default_rng(k))
     if k == 1000:
         cases = {name: cases[name] for name in _K1000_CASES}
     return cases
@@ -55,7 +46,7 @@ def _check_rows(dtype: str, k: int, cases: dict[str, np.ndarray]) -> None:
     bar = BAR[dtype]
     failures = []
     for i, name in enumerate(names):
-        a_ref, mean_ref = log_partition_and_mean(cases[name])
+        a_ref, mean_ref = mpmath_series(cases[name])
         a_err = abs(value[i] - a_ref) / (1 + abs(a_ref))
         for label, mu in (("cc_mean", mean[i]), ("gradient", grad[i])):
             excess = np.abs(mu - mean_ref) - (
@@ -84,8 +75,10 @@ def test_randomised_sample_meets_the_bar():
     # A seeded sample of the sweep in benchmarks/log_partition.py (which runs
     # thousands of rows up to K = 2000): K log-uniform in 2..300, five shapes
     # of logits, offsets up to 1e4, float32 and float64; value and gradient.
-    rows = random_rows(np.random.default_rng(2024), 240, k_max=300, k_grid=6)
-    results = sweep_errors(rows, lambda z: value_and_grad_rows(cc_log_partition, z))
+    rows = reference.random_rows(np.random.default_rng(2024), 240, k_max=300, k_grid=6)
+    results = reference.sweep_errors(
+        rows, lambda z: value_and_grad(cc_log_partition, z)
+    )
     failures = [r for r in results if not max(r[3:]) <= 1]
     assert not failures, "\n".join(map(str, failures))
 
@@ -95,16 +88,10 @@ def test_iid_sd10_rows_at_k10_in_float64():
     # relative in A, 5x the bar in the mean): one logit often ~14 above the
     # next. Checked against the mpmath series.
     z = np.random.default_rng(10).normal(size=(12, 10)) * 10
-    values, means = value_and_grad_rows(cc_log_partition, z)
+    values, means = value_and_grad(cc_log_partition, z)
     for i in range(len(z)):
-        ref = log_partition_and_mean(z[i])
+        ref = mpmath_series(z[i])
         assert max(error_ratios(values[i], means[i], *ref, "float64")) <= 1
-
-
-def value_and_grad_rows(fn, z):
-    """Per-row values and the gradient of their sum."""
-    _, grad = value_and_grad(fn, z)
-    return to_numpy(fn(z)).astype(np.float64), grad.astype(np.float64)
 
 
 def test_vocabulary_size_k_meets_the_float32_bar():
@@ -113,9 +100,9 @@ def test_vocabulary_size_k_meets_the_float32_bar():
     z = np.stack(
         [rng.normal(size=12000) * 3, np.where(np.arange(12000) == 5, 100.0, 0.0)]
     ).astype("float32")
-    values, means = value_and_grad_rows(cc_log_partition, z)
+    values, means = value_and_grad(cc_log_partition, z)
     for i in range(2):
-        ref = series_log_partition_and_mean(z[i].astype(np.float64))
+        ref = longdouble_series(z[i].astype(np.float64))
         assert max(error_ratios(values[i], means[i], *ref, "float32")) <= 1
 
 
@@ -124,8 +111,8 @@ def test_longdouble_reference_agrees_with_mpmath():
     rng = np.random.default_rng(8)
     for k, sd in ((2, 1.0), (9, 10.0), (40, 100.0), (150, 30.0)):
         z = rng.normal(size=k) * sd
-        a, mean = series_log_partition_and_mean(z)
-        a_mp, mean_mp = log_partition_and_mean(z)
+        a, mean = longdouble_series(z)
+        a_mp, mean_mp = mpmath_series(z)
         assert abs(a - a_mp) <= 1e-15 * (1 + abs(a_mp))
         np.testing.assert_allclose(mean, mean_mp, rtol=1e-14, atol=0)
 
@@ -140,20 +127,10 @@ def test_a_row_does_not_depend_on_its_batch():
     np.testing.assert_array_equal(together[:3], alone)
 
 
-def _compiled(fn):
-    """``fn`` under XLA (TensorFlow) or ``jax.jit`` (JAX)."""
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return tf.function(fn, jit_compile=True)
-    if backend == "jax":
-        import jax
-
-        return jax.jit(fn)
-    pytest.skip(f"no compiler test for the {backend} backend")
-
-
+@pytest.mark.skipif(
+    keras.backend.backend() == "torch",
+    reason="the refinement loop is checked under XLA and jax.jit only",
+)
 def test_compiled_refinement_matches_eager_row_by_row():
     # float32 label-smoothing rows at K = 100 fail the first rule's estimate
     # and N(0, 3^2) rows pass it: a batch of 70 mixes them across three
@@ -168,32 +145,47 @@ def test_compiled_refinement_matches_eager_row_by_row():
     def value_and_mean(t):
         return cc_log_partition(t), cc_mean(t)
 
-    values, means = (to_numpy(t) for t in _compiled(value_and_mean)(z))
+    values, means = (to_numpy(t) for t in compiled(value_and_mean, xla=True)(z))
     for i in (0, 1, 2, 33, 69):
         alone_value, alone_mean = (to_numpy(t) for t in value_and_mean(z[i : i + 1]))
         np.testing.assert_allclose(values[i], alone_value[0], rtol=2e-6)
         np.testing.assert_allclose(means[i], alone_mean[0], rtol=1e-4, atol=1e-7)
-        ref = series_log_partition_and_mean(z[i].astype(np.float64))
+        ref = longdouble_series(z[i].astype(np.float64))
         assert max(error_ratios(values[i], means[i], *ref, "float32")) <= 1
 
 
 def test_random_float64_logits_not_on_a_grid():
     rng = np.random.default_rng(7)
+    bar = BAR["float64"]
     for k in (2, 5, 20):
         for spread in (0.5, 5.0, 50.0):
             z = rng.normal(size=k) * spread + rng.normal() * 100
-            a_ref, mean_ref = log_partition_and_mean(z)
-            assert abs(float(cc_log_partition(z)) - a_ref) <= 1e-12 * (1 + abs(a_ref))
+            a_ref, mean_ref = mpmath_series(z)
+            assert abs(float(cc_log_partition(z)) - a_ref) <= bar["a"] * (
+                1 + abs(a_ref)
+            )
             np.testing.assert_allclose(
-                to_numpy(cc_mean(z)), mean_ref, rtol=1e-9, atol=1e-12
+                to_numpy(cc_mean(z)),
+                mean_ref,
+                rtol=bar["mean_rel"],
+                atol=bar["mean_abs"],
             )
 
 
-def test_reference_agrees_with_explicit_formula():
-    # Guards the reference itself: eq. 6 in 60-digit arithmetic, distinct nodes.
-    for z in ([0.0, 1.0], [0.3, -2.0, 5.0], [1.0, 2.0, 4.0, 8.0, 16.0]):
-        assert log_partition_and_mean(z)[0] == pytest.approx(
-            explicit_log_partition(z), abs=1e-14
+def test_series_reference_agrees_with_divided_difference_reference():
+    # Guards the references themselves: two methods that share nothing, the
+    # positive series and the explicit divided-difference formula (eq. 6),
+    # distinct nodes and ties.
+    for z in (
+        [0.0, 1.0],
+        [0.3, -2.0, 5.0],
+        [1.0, 2.0, 4.0, 8.0, 16.0],
+        [0.0, 3.0, -1.0, 3.0],
+    ):
+        a_series, mean_series = mpmath_series(z)
+        assert a_series == pytest.approx(reference.log_partition(z), abs=1e-14)
+        np.testing.assert_allclose(
+            mean_series, reference.mean(z), rtol=1e-13, atol=1e-15
         )
 
 
@@ -247,41 +239,6 @@ def test_shift_invariance():
         np.testing.assert_allclose(
             to_numpy(cc_mean(z + c)), to_numpy(cc_mean(z)), atol=1e-12
         )
-
-
-def test_k2_matches_tfp_continuous_bernoulli():
-    # CC(logits=[a, b]) at x = (t, 1 - t) is ContinuousBernoulli(logits=a - b):
-    # a t + b (1 - t) - A(a, b) = CB.log_prob(t).
-    import tensorflow_probability as tfp
-
-    rng = np.random.default_rng(5)
-    a = rng.normal(size=64) * np.array([1e-6, 0.1, 1, 10, 100, 700] * 11)[:64]
-    b = rng.normal(size=64)
-    t = rng.uniform(0.01, 0.99, size=64)
-    cb = tfp.distributions.ContinuousBernoulli(logits=tf_const(a - b))
-    cb_log_prob = np.asarray(cb.log_prob(tf_const(t)))
-    ours = a * t + b * (1 - t) - to_numpy(cc_log_partition(np.stack([a, b], -1)))
-    np.testing.assert_allclose(ours, cb_log_prob, atol=1e-9)
-    ours_mean = to_numpy(cc_mean(np.stack([a, b], -1)))[:, 0]
-    # TFP's own mean is only good to ~1e-7 near logit 0.3 (a Taylor cutoff),
-    # so the tight check is against the closed form in mpmath.
-    np.testing.assert_allclose(ours_mean, np.asarray(cb.mean()), atol=5e-7)
-    exact = [_continuous_bernoulli_mean(eta) for eta in a - b]
-    np.testing.assert_allclose(ours_mean, exact, rtol=1e-9, atol=1e-12)
-
-
-def _continuous_bernoulli_mean(eta: float) -> float:
-    import mpmath as mp
-
-    with mp.workdps(50):
-        e = mp.mpf(float(eta))
-        return float(mp.exp(e) / mp.expm1(e) - 1 / e)
-
-
-def tf_const(x):
-    import tensorflow as tf
-
-    return tf.constant(x, tf.float64)
 
 
 def test_batch_shapes_and_axis():

@@ -8,27 +8,19 @@ from __future__ import annotations
 
 import json
 import os
-import zlib
 
-import _cc_reference as ref
 import keras
 import numpy as np
 import pytest
-from conftest import to_numpy as _np
 from keras import ops
 
 from keras_cc import losses as cc_losses
 from keras_cc import metrics as cc_metrics
+from tests import reference as ref
+from tests.helpers import run_python
+from tests.helpers import to_numpy as _np
 
-RNG = np.random.default_rng(11)
 B, K = 6, 5
-
-
-@pytest.fixture(autouse=True)
-def _seed_per_test(request):
-    """Each test draws the same data however pytest-xdist splits the tests."""
-    global RNG
-    RNG = np.random.default_rng(zlib.crc32(request.node.name.encode()))
 
 
 LOSS_CASES = [
@@ -51,7 +43,7 @@ LOSS_CASES = [
 
 
 @pytest.mark.parametrize("cls, kwargs", LOSS_CASES)
-def test_loss_config_round_trip(cls, kwargs):
+def test_loss_config_round_trip(rng, cls, kwargs):
     loss = cls(**kwargs)
     config = loss.get_config()
     for key, value in kwargs.items():
@@ -61,13 +53,13 @@ def test_loss_config_round_trip(cls, kwargs):
     restored = keras.losses.deserialize(keras.losses.serialize(loss))
     assert type(restored) is cls and restored.get_config() == config
     # The clone computes the same thing (label smoothing, reduction, ...).
-    z = RNG.normal(size=(B, K)).astype(np.float32)
+    z = rng.normal(size=(B, K)).astype(np.float32)
     if not kwargs.get("from_logits"):
         z = _np(ops.softmax(z))
     if cls is cc_losses.SparseContinuousCategoricalCrossentropy:
-        y = RNG.integers(0, K, size=B)
+        y = rng.integers(0, K, size=B)
     else:
-        y = RNG.dirichlet(np.ones(K), size=B).astype(np.float32)
+        y = rng.dirichlet(np.ones(K), size=B).astype(np.float32)
     np.testing.assert_allclose(_np(restored(y, z)), _np(loss(y, z)), rtol=1e-6)
     assert keras.saving.get_registered_name(cls) == f"keras_cc>{cls.__name__}"
 
@@ -82,7 +74,11 @@ def test_loss_functions_are_registered():
         assert keras.saving.get_registered_name(fn) == name
 
 
-def _model():
+def _trained_model(
+    rng: np.random.Generator, epochs: int
+) -> tuple[keras.Model, np.ndarray, np.ndarray]:
+    """A small model compiled with a CC loss and metric, fitted for `epochs`
+    on random one-hot data; the model and that data."""
     keras.utils.set_random_seed(5)
     model = keras.Sequential(
         [
@@ -100,14 +96,14 @@ def _model():
             cc_metrics.ContinuousCategoricalCrossentropy(from_logits=True, name="cc"),
         ],
     )
-    return model
+    x = rng.normal(size=(B, 3)).astype(np.float32)
+    y = np.eye(K, dtype=np.float32)[rng.integers(0, K, size=B)]
+    model.fit(x, y, batch_size=B, epochs=epochs, verbose=0)
+    return model, x, y
 
 
-def test_keras_file_loads_in_fresh_process_with_only_import_keras_cc(tmp_path):
-    model = _model()
-    x = RNG.normal(size=(B, 3)).astype(np.float32)
-    y = np.eye(K, dtype=np.float32)[RNG.integers(0, K, size=B)]
-    model.fit(x, y, batch_size=B, epochs=2, verbose=0)
+def test_keras_file_loads_in_fresh_process_with_only_import_keras_cc(rng, tmp_path):
+    model, x, y = _trained_model(rng, epochs=2)
     path = str(tmp_path / "m.keras")
     model.save(path)
     np.save(tmp_path / "x.npy", x)
@@ -135,7 +131,7 @@ print(json.dumps({{
     "pred": np.asarray(keras.ops.convert_to_numpy(model(x))).tolist(),
 }}))
 """
-    out = ref.run_python(code, env={"KERAS_BACKEND": keras.backend.backend()})
+    out = run_python(code, env={"KERAS_BACKEND": keras.backend.backend()})
     got = json.loads(out.strip().splitlines()[-1])
     assert got["loss_class"] == "keras_cc.losses.ContinuousCategoricalCrossentropy"
     assert got["loss_config"] == model.loss.get_config()
@@ -212,13 +208,10 @@ def test_keras_file_written_by_version_0_1_loads():
     }
 
 
-def test_export_tf_saved_model_serves(tmp_path):
+def test_export_tf_saved_model_serves(rng, tmp_path):
     import tensorflow as tf
 
-    model = _model()
-    x = RNG.normal(size=(B, 3)).astype(np.float32)
-    y = np.eye(K, dtype=np.float32)[RNG.integers(0, K, size=B)]
-    model.fit(x, y, batch_size=B, epochs=1, verbose=0)
+    model, x, _ = _trained_model(rng, epochs=1)
     path = str(tmp_path / "exported")
     model.export(path, verbose=False)
     assert os.path.exists(os.path.join(path, "saved_model.pb"))
