@@ -8,8 +8,8 @@ a markdown table and writes it to ``benchmarks/sampler_results.md``.
 
 Usage::
 
-    python benchmarks/sampler.py                 # full grid, n = 10000 draws
-    python benchmarks/sampler.py --num-samples 2000 --repeats 2 --out /tmp/x.md
+    python -m benchmarks.sampler                 # full grid, n = 10000 draws
+    python -m benchmarks.sampler --num-samples 2000 --repeats 2 --out /tmp/x.md
 """
 
 from __future__ import annotations
@@ -127,7 +127,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     command = (
-        f"python benchmarks/sampler.py --num-samples {args.num_samples} "
+        f"python -m benchmarks.sampler --num-samples {args.num_samples} "
         f"--repeats {args.repeats}"
     )
     table = to_markdown(run(args.num_samples, args.repeats), args.num_samples, command)

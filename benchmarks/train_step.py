@@ -10,8 +10,8 @@ alternating between the two models (and swapping which goes first each round)
 so that machine load drifts hit both alike; the report gives the medians and
 their ratio.
 
-    python benchmarks/train_step.py                 # TF, batch 128
-    python benchmarks/train_step.py --backend jax --repeats 50
+    python -m benchmarks.train_step                 # TF, batch 128
+    python -m benchmarks.train_step --backend jax --repeats 50
 """
 
 from __future__ import annotations
@@ -19,11 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
