@@ -225,15 +225,24 @@ def test_distillation_logit_scale_matches_label_smoothing():
     assert distillation_logit_scale(soft) < distillation_logit_scale(smoothed)
 
 
-def test_parser_is_derived_from_the_config():
-    config = train.parse_config(["--method", "cc", "--logit-scale", "auto"])
+def test_parser_is_derived_from_the_config(capsys):
+    config = train.parse_args(["--method", "cc", "--logit-scale", "auto"])
     assert config == train.Config(method="cc", logit_scale="auto")
-    with pytest.raises(SystemExit):
-        train.parse_config(["--method", "kd"])
-    grid = train.parse_config(
-        ["--temperatures", "1", "8", "--summary-only"], study.StudyConfig
-    )
+    grid = study.parse_args(["--temperatures", "1", "8", "--summary-only"])
     assert grid.temperatures == [1.0, 8.0] and grid.summary_only
+    for parse, argv, message in [
+        (train.parse_args, ["--method", "kd"], "argument --method: invalid choice"),
+        (train.parse_args, ["--logit-scale", "auto"], "applies to --method cc only"),
+        (train.parse_args, ["--logit-scale", "0"], "a number > 0 or auto; got '0'"),
+        (train.parse_args, ["--alpha", "1.5"], "--alpha must be in [0, 1]"),
+        (study.parse_args, ["--methods", "cc", "kd"], "invalid choice: 'kd'"),
+        (study.parse_args, ["--cc-logit-scales", "x"], "--cc-logit-scales must be"),
+        (study.parse_args, ["--temperatures", "0"], "--temperatures must be > 0"),
+    ]:
+        with pytest.raises(SystemExit) as exc:
+            parse(argv)
+        assert exc.value.code == 2
+        assert message in capsys.readouterr().err, argv
 
 
 def test_study_resumes_and_selects_on_validation(tmp_path, tiny_data, teacher_dir):
@@ -247,7 +256,7 @@ def test_study_resumes_and_selects_on_validation(tmp_path, tiny_data, teacher_di
         "--limit-train", "200",
     ]  # fmt: skip
     assert study.main(argv) == 0
-    config = train.parse_config(argv, study.StudyConfig)
+    config = study.parse_args(argv)
     settings = study.grid(config)
     assert [s.method for s in settings] == ["hard", "hinton", "cc"]
     for setting in settings:

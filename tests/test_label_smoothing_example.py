@@ -25,23 +25,14 @@ if str(REPO) not in sys.path:
 
 from examples.label_smoothing import ablation, data, train  # noqa: E402
 
+# Small batches, quiet, and tracing without XLA, which is several times
+# faster to compile for 3-step runs; test_cli_trains_each_loss[cc] keeps
+# Keras' default (XLA) path covered.
+QUICK = ["--batch-size", "32", "--verbose", "0", "--jit-compile", "off"]
 TINY = [
-    "--dataset",
-    "digits",
-    "--digits-size",
-    "8",
-    "--limit-train",
-    "96",
-    "--limit-test",
-    "48",
-    "--batch-size",
-    "32",
-    "--verbose",
-    "0",
-    # Tracing without XLA is several times faster to compile for 3-step runs;
-    # test_cli_trains_each_loss[cc] keeps Keras' default (XLA) path covered.
-    "--jit-compile",
-    "off",
+    *("--dataset", "digits", "--digits-size", "8"),
+    *("--limit-train", "96", "--limit-test", "48"),
+    *QUICK,
 ]
 
 
@@ -247,12 +238,7 @@ def test_cli_on_fake_cifar_directory(tmp_path: Path) -> None:
         "cc",
         "--epochs",
         "1",
-        "--batch-size",
-        "32",
-        "--verbose",
-        "0",
-        "--jit-compile",
-        "off",
+        *QUICK,
         "--out",
         str(out),
     ]
@@ -342,6 +328,10 @@ def test_non_finite_gradient_step_is_skipped() -> None:
             "apply to images, not mnist1d",
         ),
         (["--loss", "cc", "--out", "x", "--val-fraction", "1"], "--val-fraction"),
+        (
+            ["--loss", "cc", "--out", "x", "--rotation", "200"],
+            "--rotation must be in [0, 180]; got 200",
+        ),
     ],
 )
 def test_bad_cli_input_is_a_clear_error(argv: list[str], message: str, capsys) -> None:
@@ -349,6 +339,34 @@ def test_bad_cli_input_is_a_clear_error(argv: list[str], message: str, capsys) -
         train.parse_args(argv)
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_augmentation_follows_the_dataset_unless_given() -> None:
+    base = ["--loss", "cc", "--out", "x"]
+    assert train.parse_args(base).flip is True  # cifar10
+    digits = train.parse_args([*base, "--dataset", "digits", "--rotation", "5"])
+    assert (digits.rotation, digits.shift, digits.flip) == (5.0, 0.1, False)
+    none = train.parse_args([*base, "--no-augment", "--rotation", "5"])
+    assert (none.rotation, none.shift, none.flip) == (0.0, 0.0, False)
+    paper = train.parse_args([*base, "--preset", "paper", "--epochs", "2"])
+    assert (paper.epochs, paper.dataset, paper.lr) == (2, "cifar10", 1e-3)
+
+
+def test_ablation_flags(capsys) -> None:
+    cfg = ablation.parse_args(
+        ["--out", "o", "--methods", "cc", "cc@auto", "cc", "--no-plots"]
+    )
+    assert cfg.methods == [ablation.Method("cc"), ablation.Method("cc", "auto")]
+    assert cfg.plots is False and cfg.train_args == []
+    for argv, message in [
+        (["--methods", "kl"], "unknown loss 'kl'"),
+        (["--in-process", "--jobs", "2"], "--in-process needs --jobs 1"),
+        (["--lr", "0"], "--lr must be > 0"),
+        (["--picture-setting", "nope"], "--picture-setting nope is not in the grid"),
+    ]:
+        with pytest.raises(SystemExit):
+            ablation.parse_args(["--out", "o", *argv])
+        assert message in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("name", ["train", "ablation"])

@@ -30,15 +30,12 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
+from examples._config import option, parse_config
 from examples.distillation import METHODS
-from examples.distillation.train import (
-    Config,
-    is_finished,
-    parse_config,
-)
+from examples.distillation.train import Config, is_finished, logit_scale_problems
 
 LABELS: dict[str, str] = {"hard": "hard labels", "hinton": "Hinton KD", "cc": "CC-KD"}
 
@@ -47,37 +44,42 @@ LABELS: dict[str, str] = {"hard": "hard labels", "hinton": "Hinton KD", "cc": "C
 class StudyConfig:
     """The distillation grid on MNIST-1D (teacher: CNN, student: MLP)."""
 
-    out: str = field(
-        default="examples/distillation/results/mnist1d",
-        metadata={"help": "study directory (runs, teacher, tables, plots)"},
+    out: str = option(
+        "examples/distillation/results/mnist1d",
+        "study directory (runs, teacher, tables, plots)",
+        metavar="DIR",
     )
-    methods: list[str] = field(
-        default_factory=lambda: list(METHODS), metadata={"help": "hard hinton cc"}
+    methods: list[str] = option(list(METHODS), "the methods", choices=METHODS)
+    temperatures: list[float] = option([1.0, 2.0, 4.0], "T grid", above=0)
+    alphas: list[float] = option(
+        [0.1, 0.5],
+        "hard-label weight grid (1 - alpha: distillation)",
+        at_least=0,
+        at_most=1,
     )
-    temperatures: list[float] = field(
-        default_factory=lambda: [1.0, 2.0, 4.0], metadata={"help": "T grid"}
+    cc_logit_scales: list[str] = option(
+        ["1", "auto"], "logit-scale grid of CC-KD (numbers or auto)", metavar="SCALE"
     )
-    alphas: list[float] = field(
-        default_factory=lambda: [0.1, 0.5],
-        metadata={"help": "hard-label weight grid (1 - alpha: distillation)"},
+    seeds: list[int] = option([0, 1, 2, 3, 4], "student seeds")
+    epochs: int = option(100, "student epochs", at_least=1)
+    teacher_epochs: int = option(100, "teacher epochs", at_least=1)
+    learning_rate: float = option(1e-2, "Adam", above=0)
+    batch_size: int = option(100, "batch size", at_least=1)
+    val_fraction: float = option(0.1, "validation split", above=0, below=1)
+    limit_train: int = option(0, "first N train (0: all)")
+    summary_only: bool = option(False, "only tabulate and plot what is on disk")
+    verbose: int = option(0, "per-run epoch lines")
+
+
+def study_checks(study: StudyConfig) -> list[str]:
+    return logit_scale_problems(
+        study.cc_logit_scales, "--cc-logit-scales", cc_only=False
     )
-    cc_logit_scales: list[str] = field(
-        default_factory=lambda: ["1", "auto"],
-        metadata={"help": "logit-scale grid of CC-KD (numbers or auto)"},
-    )
-    seeds: list[int] = field(
-        default_factory=lambda: [0, 1, 2, 3, 4], metadata={"help": "student seeds"}
-    )
-    epochs: int = field(default=100, metadata={"help": "student epochs"})
-    teacher_epochs: int = field(default=100, metadata={"help": "teacher epochs"})
-    learning_rate: float = field(default=1e-2, metadata={"help": "Adam"})
-    batch_size: int = field(default=100, metadata={"help": "batch size"})
-    val_fraction: float = field(default=0.1, metadata={"help": "validation split"})
-    limit_train: int = field(default=0, metadata={"help": "first N train (0: all)"})
-    summary_only: bool = field(
-        default=False, metadata={"help": "only tabulate and plot what is on disk"}
-    )
-    verbose: int = field(default=0, metadata={"help": "per-run epoch lines"})
+
+
+def parse_args(argv: list[str] | None = None) -> StudyConfig:
+    """The command line as a checked :class:`StudyConfig`."""
+    return parse_config(StudyConfig, None, argv, __doc__, study_checks)
 
 
 @dataclass(frozen=True)
@@ -435,10 +437,7 @@ def plot_grid(study: StudyConfig, cells) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    study = parse_config(argv, StudyConfig)
-    unknown = set(study.methods) - set(METHODS)
-    if unknown:
-        raise SystemExit(f"unknown methods {sorted(unknown)}; choose from {METHODS}")
+    study = parse_args(argv)
     Path(study.out).mkdir(parents=True, exist_ok=True)
     if not study.summary_only:
         run_grid(study)

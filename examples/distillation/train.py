@@ -19,18 +19,19 @@ a directory with ``result.json`` is a finished run and is skipped.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
 import json
+import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from examples._config import option, parse_config
 from examples.distillation import METHODS
 
 MLP_HIDDEN = 100
@@ -40,37 +41,35 @@ MLP_HIDDEN = 100
 class Config:
     """Settings of one run; every field is a command-line flag."""
 
-    method: str = field(
-        default="hinton", metadata={"help": "hard, hinton or cc", "choices": METHODS}
+    method: str = option("hinton", "hard, hinton or cc", choices=METHODS)
+    temperature: float = option(2.0, "T of the soft targets", above=0)
+    alpha: float = option(
+        0.5,
+        "weight of the hard-label loss (1 - alpha: distillation)",
+        at_least=0,
+        at_most=1,
     )
-    temperature: float = field(default=2.0, metadata={"help": "T of the soft targets"})
-    alpha: float = field(
-        default=0.5,
-        metadata={"help": "weight of the hard-label loss (1 - alpha: distillation)"},
+    logit_scale: str = option(
+        "1",
+        'cc only: the CC loss sees logit_scale * z / T; a number or "auto" '
+        "(distiller.distillation_logit_scale of the teacher's training targets)",
+        metavar="SCALE",
     )
-    logit_scale: str = field(
-        default="1",
-        metadata={
-            "help": 'cc only: the CC loss sees logit_scale * z / T; a number or "auto" '
-            "(distiller.distillation_logit_scale of the teacher's training targets)"
-        },
+    seed: int = option(0, "student seed")
+    epochs: int = option(100, "student epochs", at_least=1)
+    batch_size: int = option(100, "MNIST-1D's baseline: 100", at_least=1)
+    learning_rate: float = option(1e-2, "Adam", above=0)
+    val_fraction: float = option(0.1, "validation split", above=0, below=1)
+    limit_train: int = option(0, "use the first N training examples (0: all)")
+    teacher_epochs: int = option(100, "teacher epochs", at_least=1)
+    teacher_seed: int = option(0, "teacher seed")
+    teacher_dir: str = option(
+        "runs/distillation/teacher",
+        "where the teacher is trained once and then read",
+        metavar="DIR",
     )
-    seed: int = field(default=0, metadata={"help": "student seed"})
-    epochs: int = field(default=100, metadata={"help": "student epochs"})
-    batch_size: int = field(default=100, metadata={"help": "MNIST-1D's baseline: 100"})
-    learning_rate: float = field(default=1e-2, metadata={"help": "Adam"})
-    val_fraction: float = field(default=0.1, metadata={"help": "validation split"})
-    limit_train: int = field(
-        default=0, metadata={"help": "use the first N training examples (0: all)"}
-    )
-    teacher_epochs: int = field(default=100, metadata={"help": "teacher epochs"})
-    teacher_seed: int = field(default=0, metadata={"help": "teacher seed"})
-    teacher_dir: str = field(
-        default="runs/distillation/teacher",
-        metadata={"help": "where the teacher is trained once and then read"},
-    )
-    out: str = field(default="runs/distillation/one", metadata={"help": "run dir"})
-    verbose: int = field(default=1, metadata={"help": "0: quiet, 1: a line per 10 ep."})
+    out: str = option("runs/distillation/one", "run directory", metavar="DIR")
+    verbose: int = option(1, "0: quiet, 1: a line per 10 epochs")
 
     def run_settings(self) -> dict[str, Any]:
         """The fields that define the student run (not where it is written)."""
@@ -80,61 +79,40 @@ class Config:
         return settings
 
 
-def build_parser(config_class: type = Config) -> argparse.ArgumentParser:
-    """An argparse parser with one ``--flag`` per dataclass field."""
-    parser = argparse.ArgumentParser(
-        description=(config_class.__doc__ or "").strip(),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+def logit_scale_problems(scales: list[str], flag: str, cc_only: bool) -> list[str]:
+    """Each of ``scales`` must be "auto" or a number > 0 ("auto": CC-KD only)."""
+    problems = []
+    for text in scales:
+        if text == "auto":
+            if cc_only:
+                problems.append(f"{flag} auto applies to --method cc only")
+            continue
+        try:
+            ok = 0 < float(text) < math.inf
+        except ValueError:
+            ok = False
+        if not ok:
+            problems.append(f"{flag} must be a number > 0 or auto; got {text!r}")
+    return problems
+
+
+def run_checks(config: Config) -> list[str]:
+    return logit_scale_problems(
+        [config.logit_scale], "--logit-scale", cc_only=config.method != "cc"
     )
-    for f in dataclasses.fields(config_class):
-        flag = "--" + f.name.replace("_", "-")
-        help_text = f.metadata.get("help", "")
-        if f.default_factory is not dataclasses.MISSING:  # a list
-            default = f.default_factory()
-            parser.add_argument(
-                flag,
-                nargs="+",
-                type=type(default[0]),
-                default=default,
-                help=help_text,
-            )
-        elif isinstance(f.default, bool):
-            parser.add_argument(
-                flag,
-                action=argparse.BooleanOptionalAction,
-                default=f.default,
-                help=help_text,
-            )
-        else:
-            parser.add_argument(
-                flag,
-                type=type(f.default),
-                default=f.default,
-                choices=f.metadata.get("choices"),
-                help=help_text,
-            )
-    return parser
 
 
-def parse_config(argv: list[str] | None = None, config_class: type = Config):
-    """Parse the command line into ``config_class``."""
-    return config_class(**vars(build_parser(config_class).parse_args(argv)))
+def parse_args(argv: list[str] | None = None) -> Config:
+    """The command line as a checked :class:`Config`."""
+    return parse_config(Config, None, argv, __doc__, run_checks)
 
 
 def load_data(val_fraction: float, limit_train: int = 0):
-    """MNIST-1D with the label-smoothing example's loader, validation split
-    and standardisation (the same split as that study)."""
-    from examples.label_smoothing.data import (
-        load_mnist1d,
-        split_validation,
-        standardise,
-    )
+    """MNIST-1D as the label-smoothing study prepares it: the same loader,
+    validation split and standardisation."""
+    from examples.label_smoothing.data import prepare_data
 
-    data = load_mnist1d()
-    if limit_train:
-        data.x_train = data.x_train[:limit_train]
-        data.y_train = data.y_train[:limit_train]
-    return standardise(split_validation(data, val_fraction))
+    return prepare_data("mnist1d", val_fraction=val_fraction, limit_train=limit_train)
 
 
 def build_student(input_shape: tuple[int, ...], num_classes: int):
@@ -403,7 +381,7 @@ def run(config: Config, data=None) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    config = parse_config(argv)
+    config = parse_args(argv)
     result = run(config)
     selected = result["selected"]
     print(

@@ -30,7 +30,6 @@ Example (the quick start; a few minutes on 2 CPU cores):
 
 from __future__ import annotations
 
-import argparse
 import csv
 import itertools
 import json
@@ -54,6 +53,7 @@ if __name__ == "__main__" and not __package__:
     _argv = ["-m", "examples.label_smoothing.ablation", *sys.argv[1:]]
     os.execv(sys.executable, [sys.executable, *_argv])
 
+from examples._config import option, parse_config
 from examples.label_smoothing import LOSSES, train
 from examples.label_smoothing.data import DATASETS
 
@@ -116,6 +116,9 @@ class Method:
             return f"{label} ×{self.logit_scale}"
         return label
 
+    def __str__(self) -> str:
+        return self.name
+
     def flags(self) -> list[str]:
         flags = ["--loss", self.loss, "--logit-scale", self.logit_scale]
         return flags + (["--learn-logit-scale"] if self.learned else [])
@@ -166,146 +169,128 @@ class Run:
         return out / self.setting.name / self.method.name / f"seed{self.seed}"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m examples.label_smoothing.ablation",
-        description=(
-            "Run the label-smoothing ablation grid (weight decay x dropout x "
-            "BatchNorm x loss x seeds), skipping finished runs and resuming "
-            "interrupted ones, then write summary.md/.csv and PNG plots to --out."
-        ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+@dataclass(kw_only=True)
+class AblationConfig:
+    """Settings of the grid; every field is a command-line flag."""
+
+    out: str = option(help="root directory of the runs", metavar="DIR")
+    dataset: str = option("digits", choices=DATASETS)
+    data_dir: str | None = option(
+        None, "cifar10 only: local CIFAR binary directory", metavar="DIR"
     )
-    p.add_argument("--out", required=True, help="root directory of the runs")
-    p.add_argument("--dataset", choices=DATASETS, default="digits")
-    p.add_argument("--data-dir", help="cifar10 only: local CIFAR binary directory")
-    p.add_argument(
-        "--preset",
-        choices=("paper",),
-        help="passed to every run ('paper': 500 epochs, alpha 0.1, batch 128); "
+    preset: str | None = option(
+        None,
+        "passed to every run ('paper': 500 epochs, alpha 0.1, batch 128); "
         "explicit --epochs etc. still override it",
+        choices=tuple(train.PRESETS),
     )
-    p.add_argument(
-        "--methods",
-        nargs="+",
-        default=["xe", "ls", "cc"],
-        metavar="METHOD",
-        help="LOSS[@SCALE][+learned], LOSS in " + ", ".join(LOSSES) + "; e.g. "
+    methods: list[Method] = option(
+        [Method("xe"), Method("ls"), Method("cc")],
+        "LOSS[@SCALE][+learned], LOSS in " + ", ".join(LOSSES) + "; e.g. "
         "cc@auto (CC-LS with the label-smoothing logit scale), ls@22, "
         "cc@1+learned (a learned temperature)",
+        parse=Method.parse,
+        metavar="METHOD",
     )
-    p.add_argument(
-        "--lr", nargs="+", type=float, default=[1e-3], help="Adam learning rates"
+    lr: list[float] = option([1e-3], "Adam learning rates", above=0)
+    weight_decay: list[float] = option([0.0, 1e-4], at_least=0, metavar="WD")
+    dropout: list[str] = option(["on", "off"], choices=tuple(_ON_OFF))
+    batch_norm: list[str] = option(["on", "off"], choices=tuple(_ON_OFF))
+    seeds: list[int] = option([0, 1, 2])
+    epochs: int | None = option(
+        None, "per run (default: train's, or the preset's)", at_least=1
     )
-    p.add_argument(
-        "--weight-decay", nargs="+", type=float, default=[0.0, 1e-4], metavar="WD"
-    )
-    p.add_argument("--dropout", nargs="+", choices=("on", "off"), default=["on", "off"])
-    p.add_argument(
-        "--batch-norm", nargs="+", choices=("on", "off"), default=["on", "off"]
-    )
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--epochs", type=int, help="per run (default: train's, or preset)")
-    p.add_argument("--batch-size", type=int, help="per run (default 128)")
-    p.add_argument("--alpha", type=float, help="smoothing mass (default 0.1)")
-    p.add_argument(
-        "--jobs",
-        type=int,
-        default=1,
-        help="runs side by side (each then uses --threads 1 and logs to its "
+    batch_size: int | None = option(None, "per run (default: train's)", at_least=1)
+    alpha: float | None = option(None, "smoothing mass (default: train's)")
+    jobs: int = option(
+        1,
+        "runs side by side (each then uses --threads 1 and logs to its "
         "directory's log.txt); 1 shows Keras' progress output",
+        at_least=1,
     )
-    p.add_argument("--backend", choices=("tensorflow", "jax"))
-    p.add_argument(
-        "--verbose",
-        type=int,
-        choices=(0, 1, 2),
-        default=2,
-        help="Keras verbosity of each run (2: one line per epoch)",
+    backend: str | None = option(
+        None,
+        "Keras backend of every run (default: the configured one)",
+        choices=train.BACKENDS,
     )
-    p.add_argument(
-        "--summary-only", action="store_true", help="do not train; tabulate and plot"
+    verbose: int = option(
+        2, "Keras verbosity of each run (2: one line per epoch)", choices=(0, 1, 2)
     )
-    # Hidden from --help (used by the tests): train in this process instead
-    # of one subprocess per run; no isolation between runs; needs --jobs 1.
-    p.add_argument("--in-process", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--no-plots", action="store_true", help="skip the PNGs")
-    p.add_argument(
-        "--picture-classes",
+    summary_only: bool = option(False, "do not train; tabulate and plot")
+    # Train in this process instead of one subprocess per run: no isolation
+    # between runs, and it needs --jobs 1 (the tests use it).
+    in_process: bool = option(False, hidden=True)
+    plots: bool = option(True, "write the PNGs (--no-plots: skip them)")
+    picture_classes: list[int] = option(
+        [0, 1, 2],
+        "the three classes of the penultimate-layer picture",
         nargs=3,
-        type=int,
-        default=[0, 1, 2],
         metavar="C",
-        help="the three classes of the penultimate-layer picture",
     )
-    p.add_argument(
-        "--picture-setting",
-        help="setting name for the picture, e.g. wd0_do0_bn0 (default: the "
+    picture_setting: str | None = option(
+        None,
+        "setting name for the picture, e.g. lr0.001_wd0_do0_bn0 (default: the "
         "least regularised setting of the grid)",
     )
-    p.add_argument(
-        "train_args",
-        nargs=argparse.REMAINDER,
-        help="after '--': extra flags for every run (e.g. -- --digits-size 8)",
+    train_args: list[str] = option(
+        [], "after '--': extra flags for every run (e.g. -- --digits-size 8)", rest=True
     )
-    return p
+
+    def __post_init__(self) -> None:
+        # A method named twice is one method (the user's order is kept).
+        self.methods = list(dict.fromkeys(self.methods))
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.train_args and args.train_args[0] == "--":
-        args.train_args = args.train_args[1:]
-    try:
-        args.methods = list(dict.fromkeys(Method.parse(m) for m in args.methods))
-    except ValueError as err:
-        parser.error(str(err))
-    if any(lr <= 0 for lr in args.lr):
-        parser.error("--lr values must be > 0")
-    if args.jobs < 1:
-        parser.error(f"--jobs must be >= 1; got {args.jobs}")
-    if args.in_process and args.jobs != 1:
-        parser.error("--in-process needs --jobs 1")
-    if args.epochs is not None and args.epochs < 1:
-        parser.error(f"--epochs must be >= 1; got {args.epochs}")
-    if any(wd < 0 for wd in args.weight_decay):
-        parser.error("--weight-decay values must be >= 0")
-    if any(s < 0 for s in args.seeds):
-        parser.error("--seeds must be >= 0")
-    if len(set(args.picture_classes)) != 3 or min(args.picture_classes) < 0:
-        parser.error("--picture-classes needs three distinct class indices")
-    if args.data_dir and args.dataset != "cifar10":
-        parser.error("--data-dir applies to --dataset cifar10 only")
-    settings = grid_settings(args)
-    if args.picture_setting and args.picture_setting not in {s.name for s in settings}:
-        parser.error(
-            f"--picture-setting {args.picture_setting} is not in the grid: "
-            + ", ".join(s.name for s in settings)
+def ablation_checks(cfg: AblationConfig) -> list[str]:
+    """How the flags combine; the bounds of single values are the fields'."""
+    problems = []
+    if cfg.in_process and cfg.jobs != 1:
+        problems.append("--in-process needs --jobs 1")
+    if len(set(cfg.picture_classes)) != 3:
+        problems.append("--picture-classes needs three distinct class indices")
+    if cfg.data_dir and cfg.dataset != "cifar10":
+        problems.append("--data-dir applies to --dataset cifar10 only")
+    names = [s.name for s in grid_settings(cfg)]
+    if cfg.picture_setting and cfg.picture_setting not in names:
+        problems.append(
+            f"--picture-setting {cfg.picture_setting} is not in the grid: "
+            + ", ".join(names)
         )
-    return args
+    return problems
 
 
-def grid_settings(args: argparse.Namespace) -> list[Setting]:
+def parse_args(argv: list[str] | None = None) -> AblationConfig:
+    """The command line as a checked :class:`AblationConfig`."""
+    description = (
+        "Run the label-smoothing ablation grid (learning rate x weight decay x "
+        "dropout x BatchNorm x method x seeds), skipping finished runs and "
+        "resuming interrupted ones, then write summary.md/.csv and PNG plots "
+        "to --out."
+    )
+    return parse_config(AblationConfig, None, argv, description, ablation_checks)
+
+
+def grid_settings(cfg: AblationConfig) -> list[Setting]:
     # dict.fromkeys: drop repeated values but keep the user's order.
     return [
         Setting(lr, wd, _ON_OFF[do], _ON_OFF[bn])
         for lr, wd, do, bn in itertools.product(
-            dict.fromkeys(args.lr),
-            dict.fromkeys(args.weight_decay),
-            dict.fromkeys(args.dropout),
-            dict.fromkeys(args.batch_norm),
+            dict.fromkeys(cfg.lr),
+            dict.fromkeys(cfg.weight_decay),
+            dict.fromkeys(cfg.dropout),
+            dict.fromkeys(cfg.batch_norm),
         )
     ]
 
 
-def grid_runs(args: argparse.Namespace) -> list[Run]:
+def grid_runs(cfg: AblationConfig) -> list[Run]:
     # Seeds outermost: an ablation stopped early still has every cell of the
     # table filled for its first seeds.
     return [
         Run(s, method, seed)
-        for seed in dict.fromkeys(args.seeds)
-        for s in grid_settings(args)
-        for method in args.methods
+        for seed in dict.fromkeys(cfg.seeds)
+        for s in grid_settings(cfg)
+        for method in cfg.methods
     ]
 
 
@@ -317,7 +302,7 @@ def _is_finished(run_dir: Path, epochs: int | None) -> bool:
     return bool(state.get("finished")) and (epochs is None or state["epoch"] >= epochs)
 
 
-def train_command(args: argparse.Namespace, run: Run, out: Path) -> list[str]:
+def train_command(cfg: AblationConfig, run: Run, out: Path) -> list[str]:
     cmd = [
         sys.executable,
         "-m",
@@ -325,36 +310,36 @@ def train_command(args: argparse.Namespace, run: Run, out: Path) -> list[str]:
         "--out",
         str(run.directory(out)),
         "--dataset",
-        args.dataset,
+        cfg.dataset,
         *run.method.flags(),
         "--seed",
         str(run.seed),
         "--verbose",
-        str(args.verbose),
+        str(cfg.verbose),
         *run.setting.flags(),
     ]
     for flag, value in (
-        ("--preset", args.preset),
-        ("--data-dir", args.data_dir),
-        ("--epochs", args.epochs),
-        ("--batch-size", args.batch_size),
-        ("--alpha", args.alpha),
-        ("--backend", args.backend),
+        ("--preset", cfg.preset),
+        ("--data-dir", cfg.data_dir),
+        ("--epochs", cfg.epochs),
+        ("--batch-size", cfg.batch_size),
+        ("--alpha", cfg.alpha),
+        ("--backend", cfg.backend),
     ):
         if value is not None:
             cmd += [flag, str(value)]
-    if args.jobs > 1:
+    if cfg.jobs > 1:
         cmd += ["--threads", "1"]
-    return cmd + list(args.train_args)
+    return cmd + list(cfg.train_args)
 
 
-def run_grid(args: argparse.Namespace, out: Path) -> list[Run]:
+def run_grid(cfg: AblationConfig, out: Path) -> list[Run]:
     """Train every unfinished run; return the runs that failed."""
-    runs = grid_runs(args)
-    todo = [r for r in runs if not _is_finished(r.directory(out), args.epochs)]
+    runs = grid_runs(cfg)
+    todo = [r for r in runs if not _is_finished(r.directory(out), cfg.epochs)]
     print(
         f"{len(runs)} runs in the grid, {len(runs) - len(todo)} already finished, "
-        f"{len(todo)} to train ({args.jobs} at a time).",
+        f"{len(todo)} to train ({cfg.jobs} at a time).",
         flush=True,
     )
     env = dict(os.environ)
@@ -370,20 +355,20 @@ def run_grid(args: argparse.Namespace, out: Path) -> list[Run]:
     def train_one(run: Run) -> None:
         run_dir = run.directory(out)
         run_dir.mkdir(parents=True, exist_ok=True)
-        cmd = train_command(args, run, out)
+        cmd = train_command(cfg, run, out)
         t0 = time.perf_counter()
-        if args.jobs == 1:
+        if cfg.jobs == 1:
             print(
                 f"\n=== {run.setting.name} / {run.method.name} / seed {run.seed}",
                 flush=True,
             )
-        if args.in_process:
+        if cfg.in_process:
             try:
                 rc = train.main(cmd[3:])  # the flags after "python -m module"
             except Exception as err:  # report and go on, like a failed subprocess
                 print(f"error: {err!r}", file=sys.stderr)
                 rc = 1
-        elif args.jobs == 1:
+        elif cfg.jobs == 1:
             rc = subprocess.call(cmd, env=env, cwd=REPO_ROOT)
         else:
             # Side-by-side runs would interleave their progress bars: each
@@ -417,11 +402,11 @@ def run_grid(args: argparse.Namespace, out: Path) -> list[Run]:
                 flush=True,
             )
 
-    if args.jobs == 1:
+    if cfg.jobs == 1:
         for run in todo:
             train_one(run)
     else:
-        with ThreadPoolExecutor(args.jobs) as pool:
+        with ThreadPoolExecutor(cfg.jobs) as pool:
             list(pool.map(train_one, todo))
     return failed
 
@@ -497,16 +482,16 @@ class Cell:
         return f"{mean:.{digits}f} ± {scale * std:.{digits}f} (n={len(self.runs)})"
 
 
-def collect(args: argparse.Namespace, out: Path) -> list[Cell]:
+def collect(cfg: AblationConfig, out: Path) -> list[Cell]:
     cells = []
-    for setting in grid_settings(args):
-        for method in args.methods:
+    for setting in grid_settings(cfg):
+        for method in cfg.methods:
             runs = []
-            for seed in dict.fromkeys(args.seeds):
+            for seed in dict.fromkeys(cfg.seeds):
                 run_dir = Run(setting, method, seed).directory(out)
                 # Only finished runs count: a half-trained seed would bias
                 # the mean down.
-                if not _is_finished(run_dir, args.epochs):
+                if not _is_finished(run_dir, cfg.epochs):
                     continue
                 rows = read_metrics(run_dir / "metrics.csv")
                 selected = dict(select_epoch(rows))
@@ -575,7 +560,7 @@ def write_summary(cells: list[Cell], out: Path) -> str:
     return table
 
 
-def plot_curves(args: argparse.Namespace, out: Path) -> Path:
+def plot_curves(cfg: AblationConfig, out: Path) -> Path:
     """Test accuracy vs epoch; one panel per setting, mean and +-1 std band."""
     import matplotlib
 
@@ -584,7 +569,7 @@ def plot_curves(args: argparse.Namespace, out: Path) -> Path:
     import numpy as np
     from matplotlib.ticker import MaxNLocator
 
-    settings = grid_settings(args)
+    settings = grid_settings(cfg)
     ncols = min(4, len(settings))
     nrows = -(-len(settings) // ncols)
     fig, axes = plt.subplots(
@@ -597,7 +582,7 @@ def plot_curves(args: argparse.Namespace, out: Path) -> Path:
     )
     lows = []
     for ax, setting in zip(axes.flat, settings, strict=False):
-        for index, method in enumerate(args.methods):
+        for index, method in enumerate(cfg.methods):
             colour = f"C{index % 10}"
             curves = [
                 [
@@ -606,7 +591,7 @@ def plot_curves(args: argparse.Namespace, out: Path) -> Path:
                         Run(setting, method, s).directory(out) / "metrics.csv"
                     )
                 ]
-                for s in dict.fromkeys(args.seeds)
+                for s in dict.fromkeys(cfg.seeds)
             ]
             curves = [c for c in curves if c]
             if not curves:
@@ -634,9 +619,7 @@ def plot_curves(args: argparse.Namespace, out: Path) -> Path:
     handles, labels = axes[0, 0].get_legend_handles_labels()
     for ax in axes.flat:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    fig.suptitle(
-        f"{args.dataset}: test accuracy (mean ± 1 std over seeds)", fontsize=12
-    )
+    fig.suptitle(f"{cfg.dataset}: test accuracy (mean ± 1 std over seeds)", fontsize=12)
     # The legend goes under the panels, where it cannot cover a curve or
     # the title.
     legend_rows = -(-len(labels) // 4)
@@ -655,7 +638,7 @@ def plot_curves(args: argparse.Namespace, out: Path) -> Path:
     return path
 
 
-def plot_penultimate(args: argparse.Namespace, out: Path) -> Path | None:
+def plot_penultimate(cfg: AblationConfig, out: Path) -> Path | None:
     """Penultimate activations of three classes on their templates' plane.
 
     For each loss (one seed, one setting) the final Dense kernel's columns
@@ -665,8 +648,8 @@ def plot_penultimate(args: argparse.Namespace, out: Path) -> Path | None:
     u2 . (h - w_a)). Tight, well separated clusters are what label smoothing
     is known to produce (Mueller et al., 2019).
     """
-    if args.backend:
-        os.environ["KERAS_BACKEND"] = args.backend
+    if cfg.backend:
+        os.environ["KERAS_BACKEND"] = cfg.backend
     import keras
     import matplotlib
 
@@ -677,17 +660,17 @@ def plot_penultimate(args: argparse.Namespace, out: Path) -> Path | None:
     from examples.label_smoothing import data as data_lib
     from examples.label_smoothing import model as model_lib
 
-    settings = grid_settings(args)
+    settings = grid_settings(cfg)
     setting = next(
-        (s for s in settings if s.name == args.picture_setting),
+        (s for s in settings if s.name == cfg.picture_setting),
         min(settings, key=lambda s: (s.batch_norm, s.dropout, s.weight_decay)),
     )
-    seed = args.seeds[0]
+    seed = cfg.seeds[0]
     losses = [
         m
-        for m in args.methods
+        for m in cfg.methods
         if not m.learned
-        and _is_finished(Run(setting, m, seed).directory(out), args.epochs)
+        and _is_finished(Run(setting, m, seed).directory(out), cfg.epochs)
     ]
     if not losses:
         print(f"penultimate picture: no finished runs for {setting.name} seed {seed}.")
@@ -695,15 +678,14 @@ def plot_penultimate(args: argparse.Namespace, out: Path) -> Path | None:
     config = json.loads(
         (Run(setting, losses[0], seed).directory(out) / "config.json").read_text()
     )
-    data = data_lib.standardise(
-        data_lib.split_validation(
-            data_lib.load_data(
-                config["dataset"], config.get("data_dir"), config["digits_size"]
-            ),
-            config["val_fraction"],
-        )
+    # The runs' split and standardisation, on all of the data.
+    data = data_lib.prepare_data(
+        config["dataset"],
+        config.get("data_dir"),
+        config["digits_size"],
+        config["val_fraction"],
     )
-    classes = list(args.picture_classes)
+    classes = list(cfg.picture_classes)
     if max(classes) >= data.num_classes:
         raise SystemExit(f"error: --picture-classes must be < {data.num_classes}.")
     colours = ["tab:blue", "tab:orange", "tab:green"]
@@ -713,19 +695,7 @@ def plot_penultimate(args: argparse.Namespace, out: Path) -> Path | None:
     rng = np.random.default_rng(0)
     for col, loss in enumerate(losses):
         run_dir = Run(setting, loss, seed).directory(out)
-        state = json.loads((run_dir / "state.json").read_text())
-        model = model_lib.build_model(
-            data.input_shape,
-            data.num_classes,
-            batch_norm=setting.batch_norm,
-            dropout=setting.dropout,
-            weight_decay=setting.weight_decay,
-        )
-        # Compile and build the optimizer so the checkpoint (which also holds
-        # the optimizer state) loads without mismatch warnings.
-        model.compile(optimizer=model_lib.make_optimizer(), loss="mse")
-        model.optimizer.build(model.trainable_variables)
-        model.load_weights(run_dir / f"ckpt-{state['epoch']}.weights.h5")
+        model = train.load_run_model(run_dir, data)
         features = model_lib.penultimate_model(model)
         kernel = keras.ops.convert_to_numpy(model.get_layer("logits").kernel)
         templates = kernel[:, classes].T.astype(np.float64)  # (3, D)
@@ -754,13 +724,13 @@ def plot_penultimate(args: argparse.Namespace, out: Path) -> Path | None:
     axes[0, 0].legend(loc="best", fontsize=8, markerscale=2)
     fig.suptitle(
         f"Penultimate layer, classes {classes}, projected onto the plane of their "
-        f"templates\n{args.dataset}, {setting.label}, seed {seed}",
+        f"templates\n{cfg.dataset}, {setting.label}, seed {seed}",
         fontsize=11,
     )
     return _save_figure(fig, out / "penultimate.png")
 
 
-def plot_reliability(args: argparse.Namespace, out: Path) -> Path | None:
+def plot_reliability(cfg: AblationConfig, out: Path) -> Path | None:
     """Reliability diagrams at the selected epoch, one panel per method.
 
     Accuracy against confidence in 15 equal bins, pooled over the seeds of the
@@ -775,11 +745,11 @@ def plot_reliability(args: argparse.Namespace, out: Path) -> Path | None:
 
     from examples.label_smoothing import calibration
 
-    setting = grid_settings(args)[0]
+    setting = grid_settings(cfg)[0]
     panels = []
-    for method in args.methods:
+    for method in cfg.methods:
         pooled: dict[str, list[np.ndarray]] = {"probs": [], "ccmean": [], "labels": []}
-        for seed in dict.fromkeys(args.seeds):
+        for seed in dict.fromkeys(cfg.seeds):
             path = Run(setting, method, seed).directory(out) / "selected_test.npz"
             if path.exists():
                 with np.load(path) as saved:
@@ -822,7 +792,7 @@ def plot_reliability(args: argparse.Namespace, out: Path) -> Path | None:
         ax.grid(alpha=0.3)
     axes[0, 0].set_ylabel("accuracy")
     fig.suptitle(
-        f"{args.dataset}, {setting.label}: reliability at the selected epoch "
+        f"{cfg.dataset}, {setting.label}: reliability at the selected epoch "
         "(test set, seeds pooled)",
         fontsize=10,
     )
@@ -840,24 +810,24 @@ def _save_figure(fig, path: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    out = Path(args.out)
+    cfg = parse_args(argv)
+    out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     failed: list[Run] = []
-    if not args.summary_only:
-        failed = run_grid(args, out)
-    cells = collect(args, out)
+    if not cfg.summary_only:
+        failed = run_grid(cfg, out)
+    cells = collect(cfg, out)
     table = write_summary(cells, out)
     print(
-        f"\n{args.dataset}: test accuracy (%) at the epoch of best validation "
+        f"\n{cfg.dataset}: test accuracy (%) at the epoch of best validation "
         "accuracy, mean ± std over seeds; NLL and ECE at that epoch:\n"
     )
     print(table)
     print(f"written: {out / 'summary.md'}, {out / 'summary.csv'}")
-    if not args.no_plots:
-        print(f"written: {plot_curves(args, out)}")
+    if cfg.plots:
+        print(f"written: {plot_curves(cfg, out)}")
         for plot in (plot_reliability, plot_penultimate):
-            picture = plot(args, out)
+            picture = plot(cfg, out)
             if picture:
                 print(f"written: {picture}")
     if failed:

@@ -264,6 +264,30 @@ def standardise(data: Data) -> Data:
     )
 
 
+def prepare_data(
+    name: str,
+    data_dir: str | None = None,
+    digits_size: int = 16,
+    val_fraction: float = 0.1,
+    limit_train: int | None = None,
+    limit_test: int | None = None,
+) -> Data:
+    """Load, keep the first examples, hold out the validation split, standardise.
+
+    What a training run sees, and what every later look at a run (its
+    pictures, a distillation study) must see again: the same split and the
+    same standardisation, from the same steps in the same order.
+    """
+    data = load_data(name, data_dir, digits_size)
+    if limit_train:
+        data.x_train = data.x_train[:limit_train]
+        data.y_train = data.y_train[:limit_train]
+    if limit_test:
+        data.x_test = data.x_test[:limit_test]
+        data.y_test = data.y_test[:limit_test]
+    return standardise(split_validation(data, val_fraction))
+
+
 def smoothed_targets(labels: np.ndarray, num_classes: int, alpha: float) -> np.ndarray:
     """y_LS = (1 - alpha) * onehot + alpha / K, float32."""
     onehot = np.eye(num_classes, dtype=np.float32)[labels]

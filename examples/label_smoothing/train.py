@@ -19,8 +19,8 @@ nothing if the run is complete.
 
 from __future__ import annotations
 
-import argparse
 import csv
+import dataclasses
 import json
 import os
 import sys
@@ -39,6 +39,7 @@ if __name__ == "__main__" and not __package__:
     _argv = ["-m", "examples.label_smoothing.train", *sys.argv[1:]]
     os.execv(sys.executable, [sys.executable, *_argv])
 
+from examples._config import option, parse_config
 from examples.label_smoothing import LOSSES
 from examples.label_smoothing.data import DATASETS
 
@@ -89,13 +90,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "lr": 1e-3,
     },
 }
-DEFAULTS: dict[str, Any] = {
-    "dataset": "cifar10",
-    "epochs": 30,
-    "alpha": 0.1,
-    "batch_size": 128,
-    "lr": 1e-3,
-}
 # Paper augmentation; horizontal flips are off for digits, where a mirrored
 # digit is a different (or no) digit.
 AUGMENT_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -104,230 +98,212 @@ AUGMENT_DEFAULTS: dict[str, dict[str, Any]] = {
     # Signals: the image augmentations do not apply.
     "mnist1d": {"rotation": 0.0, "shift": 0.0, "flip": False},
 }
+BACKENDS: tuple[str, ...] = ("tensorflow", "jax")
+DESCRIPTION = (
+    "Train the CNN of Gordon-Rodriguez et al. (2020, case 1) with one loss. "
+    "Losses: xe = cross-entropy on one-hot labels; ls = cross-entropy on "
+    "y_LS = (1-alpha)*onehot + alpha/K; cc = keras_cc continuous-categorical "
+    "NLL of y_LS; rls/rcc = the same with y = (1-alpha)*onehot + alpha*u, "
+    "u ~ Dirichlet(1) drawn per example and batch; cc-fallback = the original "
+    "authors' CC with a cross-entropy fallback. Steps with a non-finite "
+    "gradient are skipped."
+)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m examples.label_smoothing.train",
-        description=(
-            "Train the CNN of Gordon-Rodriguez et al. (2020, case 1) with one "
-            "loss. Losses: xe = cross-entropy on one-hot labels; ls = "
-            "cross-entropy on y_LS = (1-alpha)*onehot + alpha/K; cc = keras_cc "
-            "continuous-categorical NLL of y_LS; rls/rcc = the same with "
-            "y = (1-alpha)*onehot + alpha*u, u ~ Dirichlet(1) drawn per example "
-            "and batch. Steps with a non-finite gradient are skipped."
-        ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    p.add_argument("--out", required=True, help="run directory (created; resumed)")
-    p.add_argument(
-        "--preset",
-        choices=sorted(PRESETS),
-        help="'paper': cifar10, 500 epochs, alpha 0.1, batch 128, Adam 1e-3; "
-        "explicit flags still override it",
-    )
-    g = p.add_argument_group("data")
-    g.add_argument("--dataset", choices=DATASETS, help=f"default {DEFAULTS['dataset']}")
-    g.add_argument(
-        "--data-dir",
-        help="cifar10 only: local directory in the CIFAR-10 binary format "
-        "(data_batch_*.bin, test_batch.bin); default: keras.datasets download",
-    )
-    g.add_argument(
-        "--digits-size",
-        type=int,
-        default=16,
-        help="digits only: bilinear upsampling of the 8x8 images to this size",
-    )
-    g.add_argument(
-        "--val-fraction",
-        type=float,
-        default=0.1,
-        help="stratified share of the training set held out for validation "
-        "(the same split for every run); epochs are selected on it",
-    )
-    g.add_argument("--limit-train", type=int, help="use the first N training images")
-    g.add_argument("--limit-test", type=int, help="use the first N test images")
-    g = p.add_argument_group("loss and targets")
-    g.add_argument("--loss", required=True, choices=LOSSES)
-    g.add_argument(
-        "--alpha",
-        type=float,
-        help=f"smoothing mass (ignored by xe); default {DEFAULTS['alpha']}",
-    )
-    g.add_argument(
-        "--logit-scale",
-        default="1",
-        help="the loss sees logit_scale * logits (keras_cc's logit_scale for "
-        "the CC; the same factor for cross-entropy); a number, or 'auto' for "
-        "keras_cc.losses.label_smoothing_logit_scale(K, alpha)",
-    )
-    g.add_argument(
-        "--learn-logit-scale",
-        action="store_true",
-        help="make the scale a trainable temperature (initialised at "
-        "--logit-scale) instead of a constant",
-    )
-    g = p.add_argument_group("regularisation (the ablation axes)")
-    g.add_argument(
-        "--weight-decay",
-        type=float,
-        default=0.0,
-        help="L2 coefficient on the final Dense kernel (paper: 0 or 1e-4)",
-    )
-    g.add_argument(
-        "--dropout",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="dropout 0.2/0.3/0.4 after the three blocks",
-    )
-    g.add_argument(
-        "--batch-norm",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="BatchNorm after every ELU",
-    )
-    g = p.add_argument_group("augmentation (defaults: paper's; no flip on digits)")
-    g.add_argument("--rotation", type=float, help="max rotation in degrees")
-    g.add_argument("--shift", type=float, help="max width/height shift (fraction)")
-    g.add_argument(
-        "--flip", action=argparse.BooleanOptionalAction, help="horizontal flips"
-    )
-    g.add_argument("--no-augment", action="store_true", help="no augmentation at all")
-    g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int, help=f"default {DEFAULTS['epochs']}")
-    g.add_argument(
-        "--batch-size", type=int, help=f"global batch; default {DEFAULTS['batch_size']}"
-    )
-    g.add_argument(
-        "--lr", type=float, help=f"Adam learning rate; default {DEFAULTS['lr']}"
-    )
-    g.add_argument(
-        "--seed", type=int, default=0, help="weights, shuffling, augmentation"
-    )
-    g = p.add_argument_group("execution")
-    g.add_argument(
-        "--backend",
-        choices=("tensorflow", "jax"),
-        help="Keras backend (sets KERAS_BACKEND); default: the configured one",
-    )
-    g.add_argument(
-        "--distribute",
-        action="store_true",
-        help="data parallel over all local devices: tf.distribute."
-        "MirroredStrategy on TensorFlow, keras.distribution.DataParallel on JAX",
-    )
-    g.add_argument(
-        "--jit-compile",
-        choices=("auto", "on", "off"),
-        default="auto",
-        help="XLA compilation of the train step (Keras' 'auto': on where the "
-        "backend supports it); 'off' compiles faster, for tiny smoke runs",
-    )
-    g.add_argument(
-        "--threads",
-        type=int,
-        default=0,
-        help="TensorFlow intra-op threads (0: all cores); 1 when running "
-        "several runs side by side",
-    )
-    g.add_argument(
-        "--verbose",
-        type=int,
-        choices=(0, 1, 2),
-        default=1,
-        help="Keras fit verbosity: 1 progress bar, 2 one line per epoch",
-    )
-    # For the tests only (hidden from --help): stop this invocation after N
-    # more epochs, as an interruption would; the next invocation resumes.
-    g.add_argument("--stop-after", type=int, help=argparse.SUPPRESS)
-    return p
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    preset = PRESETS.get(args.preset or "", {})
-    for key, default in DEFAULTS.items():
-        if getattr(args, key) is None:
-            setattr(args, key, preset.get(key, default))
-    aug = AUGMENT_DEFAULTS[args.dataset]
-    for key in ("rotation", "shift", "flip"):
-        if args.no_augment:
-            setattr(args, key, False if key == "flip" else 0.0)
-        elif getattr(args, key) is None:
-            setattr(args, key, aug[key])
-    checks = [
-        (args.epochs >= 1, f"--epochs must be >= 1; got {args.epochs}"),
-        (args.batch_size >= 1, f"--batch-size must be >= 1; got {args.batch_size}"),
-        (0.0 <= args.alpha < 1.0, f"--alpha must be in [0, 1); got {args.alpha}"),
-        (
-            args.weight_decay >= 0,
-            f"--weight-decay must be >= 0; got {args.weight_decay}",
-        ),
-        (args.lr > 0, f"--lr must be > 0; got {args.lr}"),
-        (args.seed >= 0, f"--seed must be >= 0; got {args.seed}"),
-        (
-            0 <= args.rotation <= 180,
-            f"--rotation must be in [0, 180]; got {args.rotation}",
-        ),
-        (0 <= args.shift < 1, f"--shift must be in [0, 1); got {args.shift}"),
-        (args.threads >= 0, f"--threads must be >= 0; got {args.threads}"),
-        (
-            args.stop_after is None or args.stop_after >= 1,
-            f"--stop-after must be >= 1; got {args.stop_after}",
-        ),
-        (
-            args.limit_train is None or args.limit_train >= 1,
-            "--limit-train must be >= 1",
-        ),
-        (args.limit_test is None or args.limit_test >= 1, "--limit-test must be >= 1"),
-        (
-            args.data_dir is None or args.dataset == "cifar10",
-            "--data-dir applies to --dataset cifar10 only",
-        ),
-        (
-            args.data_dir is None or Path(args.data_dir).is_dir(),
-            f"--data-dir {args.data_dir} is not a directory",
-        ),
-        (args.digits_size >= 8, f"--digits-size must be >= 8; got {args.digits_size}"),
-    ]
-    if args.dataset == "mnist1d":
-        checks.append(
-            (
-                not (args.rotation or args.shift or args.flip),
-                "--rotation, --shift and --flip apply to images, not mnist1d",
-            )
-        )
-    checks.append((0.0 < args.val_fraction < 1.0, "--val-fraction must be in (0, 1)"))
-    try:
-        args.logit_scale = _parse_logit_scale(args.logit_scale, args.loss, args.alpha)
-    except ValueError as err:
-        parser.error(str(err))
-    for ok, message in checks:
-        if not ok:
-            parser.error(message)
-    return args
-
-
-def _parse_logit_scale(text: str, loss: str, alpha: float) -> float | str:
-    """'auto' (smoothed targets only) or a positive finite number."""
+def logit_scale_from_text(text: str) -> float | str:
+    """``--logit-scale``: 'auto' or a number (its sign is checked later)."""
     if text == "auto":
-        if loss in ("xe", "cc-fallback") or not 0.0 < alpha < 1.0:
-            raise ValueError(
-                "--logit-scale auto needs smoothed targets (0 < --alpha < 1) and "
-                "a loss other than xe or cc-fallback"
-            )
         return "auto"
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
-        value = float("nan")
-    if not (value > 0 and value < float("inf")):
-        raise ValueError(f"--logit-scale must be 'auto' or a number > 0; got {text!r}")
-    if loss == "cc-fallback" and value != 1.0:
-        raise ValueError("--logit-scale applies to every loss but cc-fallback")
-    return value
+        raise ValueError(
+            f"--logit-scale must be 'auto' or a number > 0; got {text!r}"
+        ) from None
+
+
+# The headings of --help.
+_DATA = "data"
+_LOSS = "loss and targets"
+_REGULARISATION = "regularisation (the ablation axes)"
+_AUGMENTATION = (
+    "augmentation (default: the paper's; no flips on digits, none on mnist1d)"
+)
+_OPTIMISATION = "optimisation"
+_EXECUTION = "execution"
+
+
+@dataclasses.dataclass(kw_only=True)
+class TrainConfig:
+    """Settings of one run; every field is a command-line flag."""
+
+    out: str = option(help="run directory (created; resumed)", metavar="DIR")
+    dataset: str = option("cifar10", choices=DATASETS, group=_DATA)
+    data_dir: str | None = option(
+        None,
+        "cifar10 only: local directory in the CIFAR-10 binary format "
+        "(data_batch_*.bin, test_batch.bin); default: keras.datasets download",
+        metavar="DIR",
+        group=_DATA,
+    )
+    digits_size: int = option(
+        16,
+        "digits only: bilinear upsampling of the 8x8 images to this size",
+        at_least=8,
+        group=_DATA,
+    )
+    val_fraction: float = option(
+        0.1,
+        "stratified share of the training set held out for validation "
+        "(the same split for every run); epochs are selected on it",
+        above=0,
+        below=1,
+        group=_DATA,
+    )
+    limit_train: int | None = option(
+        None, "use the first N training images", at_least=1, group=_DATA
+    )
+    limit_test: int | None = option(
+        None, "use the first N test images", at_least=1, group=_DATA
+    )
+    loss: str = option(
+        help="the loss (see the description above)",
+        choices=LOSSES,
+        group=_LOSS,
+    )
+    alpha: float = option(
+        0.1,
+        "smoothing mass (ignored by xe)",
+        at_least=0,
+        below=1,
+        group=_LOSS,
+    )
+    logit_scale: float | str = option(
+        1.0,
+        "the loss sees logit_scale * logits (keras_cc's logit_scale for the "
+        "CC; the same factor for cross-entropy); a number, or 'auto' for "
+        "keras_cc.losses.label_smoothing_logit_scale(K, alpha)",
+        parse=logit_scale_from_text,
+        metavar="SCALE",
+        group=_LOSS,
+    )
+    learn_logit_scale: bool = option(
+        False,
+        "make the scale a trainable temperature (initialised at "
+        "--logit-scale) instead of a constant",
+        group=_LOSS,
+    )
+    weight_decay: float = option(
+        0.0,
+        "L2 coefficient on the final Dense kernel (paper: 0 or 1e-4)",
+        at_least=0,
+        group=_REGULARISATION,
+    )
+    dropout: bool = option(
+        True,
+        "dropout 0.2/0.3/0.4 after the three blocks",
+        group=_REGULARISATION,
+    )
+    batch_norm: bool = option(True, "BatchNorm after every ELU", group=_REGULARISATION)
+    # None: the dataset's default (AUGMENT_DEFAULTS), filled in by parse_args.
+    rotation: float | None = option(
+        None, "max rotation in degrees", at_least=0, at_most=180, group=_AUGMENTATION
+    )
+    shift: float | None = option(
+        None,
+        "max width/height shift (fraction)",
+        at_least=0,
+        below=1,
+        group=_AUGMENTATION,
+    )
+    flip: bool | None = option(None, "horizontal flips", group=_AUGMENTATION)
+    augment: bool = option(
+        True,
+        "augmentation (--no-augment: none at all, whatever the flags above say)",
+        group=_AUGMENTATION,
+    )
+    epochs: int = option(30, at_least=1, group=_OPTIMISATION)
+    batch_size: int = option(128, "global batch", at_least=1, group=_OPTIMISATION)
+    lr: float = option(1e-3, "Adam learning rate", above=0, group=_OPTIMISATION)
+    seed: int = option(0, "weights, shuffling, augmentation", group=_OPTIMISATION)
+    backend: str | None = option(
+        None,
+        "Keras backend (sets KERAS_BACKEND); default: the configured one",
+        choices=BACKENDS,
+        group=_EXECUTION,
+    )
+    distribute: bool = option(
+        False,
+        "data parallel over all local devices: tf.distribute.MirroredStrategy "
+        "on TensorFlow, keras.distribution.DataParallel on JAX",
+        group=_EXECUTION,
+    )
+    jit_compile: str = option(
+        "auto",
+        "XLA compilation of the train step (Keras' 'auto': on where the "
+        "backend supports it); 'off' compiles faster, for tiny smoke runs",
+        choices=("auto", "on", "off"),
+        group=_EXECUTION,
+    )
+    threads: int = option(
+        0,
+        "TensorFlow intra-op threads (0: all cores); 1 when running several "
+        "runs side by side",
+        group=_EXECUTION,
+    )
+    verbose: int = option(
+        1,
+        "Keras fit verbosity: 1 progress bar, 2 one line per epoch",
+        choices=(0, 1, 2),
+        group=_EXECUTION,
+    )
+    # For the tests: stop this invocation after N more epochs, as an
+    # interruption would; the next invocation resumes.
+    stop_after: int | None = option(None, at_least=1, hidden=True)
+
+
+def augmentation(cfg: TrainConfig) -> dict[str, Any]:
+    """Rotation, shift and flip of the run: the flags, else the dataset's."""
+    if not cfg.augment:
+        return {"rotation": 0.0, "shift": 0.0, "flip": False}
+    given = {"rotation": cfg.rotation, "shift": cfg.shift, "flip": cfg.flip}
+    defaults = AUGMENT_DEFAULTS[cfg.dataset]
+    return {k: defaults[k] if v is None else v for k, v in given.items()}
+
+
+def train_checks(cfg: TrainConfig) -> list[str]:
+    """What the bounds of single fields cannot say: how the flags combine."""
+    problems = logit_scale_problems(cfg.logit_scale, cfg.loss, cfg.alpha)
+    if cfg.data_dir is not None and cfg.dataset != "cifar10":
+        problems.append("--data-dir applies to --dataset cifar10 only")
+    elif cfg.data_dir is not None and not Path(cfg.data_dir).is_dir():
+        problems.append(f"--data-dir {cfg.data_dir} is not a directory")
+    aug = augmentation(cfg)
+    if cfg.dataset == "mnist1d" and (aug["rotation"] or aug["shift"] or aug["flip"]):
+        problems.append("--rotation, --shift and --flip apply to images, not mnist1d")
+    return problems
+
+
+def logit_scale_problems(scale: float | str, loss: str, alpha: float) -> list[str]:
+    """'auto' needs smoothed targets; a number must be positive and finite."""
+    if scale == "auto":
+        if loss in ("xe", "cc-fallback") or not 0.0 < alpha < 1.0:
+            return [
+                "--logit-scale auto needs smoothed targets (0 < --alpha < 1) and "
+                "a loss other than xe or cc-fallback"
+            ]
+        return []
+    if not 0 < float(scale) < float("inf"):
+        return [f"--logit-scale must be 'auto' or a number > 0; got {scale}"]
+    if loss == "cc-fallback" and scale != 1.0:
+        return ["--logit-scale applies to every loss but cc-fallback"]
+    return []
+
+
+def parse_args(argv: list[str] | None = None) -> TrainConfig:
+    """The command line as a checked config, with the dataset's augmentation."""
+    cfg = parse_config(TrainConfig, PRESETS, argv, DESCRIPTION, train_checks)
+    return dataclasses.replace(cfg, **augmentation(cfg))
 
 
 def resolve_logit_scale(logit_scale: float | str, num_classes: int, alpha: float):
@@ -345,8 +321,9 @@ def _atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def run_config(args: argparse.Namespace) -> dict[str, Any]:
-    return {key: getattr(args, key) for key in _RUN_IDENTITY} | {"epochs": args.epochs}
+def run_config(cfg: TrainConfig) -> dict[str, Any]:
+    """What ``config.json`` records: the run's identity and its epochs."""
+    return {key: getattr(cfg, key) for key in _RUN_IDENTITY} | {"epochs": cfg.epochs}
 
 
 def read_state(out: Path) -> dict[str, Any]:
@@ -377,13 +354,22 @@ def _truncate_csv(path: Path, epochs_done: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if args.backend:
-        os.environ["KERAS_BACKEND"] = args.backend
-    out = Path(args.out)
+    """Parse the command line, then train the run (or resume, or skip it)."""
+    return run(parse_args(argv))
+
+
+def run(cfg: TrainConfig) -> int:
+    """Train ``cfg.out`` unless another process has it or it is finished.
+
+    Returns 0 (trained, or nothing to do), 2 (``cfg.out`` holds a run with
+    other settings) or :data:`BUSY`.
+    """
+    if cfg.backend:
+        os.environ["KERAS_BACKEND"] = cfg.backend
+    out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    config = run_config(args)
+    config = run_config(cfg)
     config_path = out / "config.json"
     if config_path.exists():
         old = json.loads(config_path.read_text())
@@ -395,21 +381,27 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 2
-    state = read_state(out)
-    if state.get("finished") and state["epoch"] >= args.epochs:
-        print(f"{out}: finished ({state['epoch']} epochs); nothing to do.")
+    if _already_finished(out, cfg.epochs):
         return 0
     with _RunLock(out) as locked:
         if not locked:
             print(f"{out}: being trained by another process; skipped.")
             return BUSY
         # Re-read: the other process may have finished it meanwhile.
-        state = read_state(out)
-        if state.get("finished") and state["epoch"] >= args.epochs:
-            print(f"{out}: finished ({state['epoch']} epochs); nothing to do.")
+        if _already_finished(out, cfg.epochs):
             return 0
         _atomic_write_text(config_path, json.dumps(config, indent=2) + "\n")
-        return _train(args, out, int(state["epoch"]))
+        train(cfg, out, int(read_state(out)["epoch"]))
+    return 0
+
+
+def _already_finished(out: Path, epochs: int) -> bool:
+    """Whether the run is finished (and says so)."""
+    state = read_state(out)
+    done = bool(state.get("finished")) and state["epoch"] >= epochs
+    if done:
+        print(f"{out}: finished ({state['epoch']} epochs); nothing to do.")
+    return done
 
 
 # Exit status of a run that another process is training (not a failure).
@@ -463,101 +455,115 @@ class _RunLock:
             self.path.unlink(missing_ok=True)
 
 
-def _train(args: argparse.Namespace, out: Path, start_epoch: int) -> int:
-    import warnings
-
+def train(cfg: TrainConfig, out: Path, start_epoch: int) -> None:
+    """One run, top to bottom: Keras, data, model, resume, fit (one CSV row
+    and one checkpoint per epoch)."""
     import keras
 
     from examples.label_smoothing import data as data_lib
-    from examples.label_smoothing import model as model_lib
 
-    # Our tf.data pipelines shuffle themselves; Keras' notice is noise here.
-    warnings.filterwarnings("ignore", message=".*shuffle=True.*")
-    backend = keras.backend.backend()
-    if backend == "tensorflow" and args.threads:
-        import tensorflow as tf
-
-        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
-
-    # Several runs may share a process (ablation --in-process): start each
-    # from a clean Keras state (layer names, cached graphs).
-    keras.backend.clear_session()
-    data = _load_data(args)
-    # After loading: the MNIST-1D generator reseeds NumPy's global RNG.
-    keras.utils.set_random_seed(args.seed)
-    augment = {"rotation": args.rotation, "shift": args.shift, "flip": args.flip}
-    train_ds, _, _ = data_lib.make_datasets(
-        data, args.loss, args.alpha, args.batch_size, args.seed, augment
+    backend = _configure_keras(cfg.threads)
+    data = data_lib.prepare_data(
+        cfg.dataset,
+        cfg.data_dir,
+        cfg.digits_size,
+        cfg.val_fraction,
+        cfg.limit_train,
+        cfg.limit_test,
     )
-    scale = resolve_logit_scale(args.logit_scale, data.num_classes, args.alpha)
-    # A learned temperature lives in the model; the loss then sees its output.
-    loss_scale = 1.0 if args.learn_logit_scale else scale
+    # After loading: the MNIST-1D generator reseeds NumPy's global RNG.
+    keras.utils.set_random_seed(cfg.seed)
+    train_ds, _, _ = data_lib.make_datasets(
+        data, cfg.loss, cfg.alpha, cfg.batch_size, cfg.seed, augmentation(cfg)
+    )
+    _, loss_scale = _logit_scales(cfg, data.num_classes)
 
-    scope = _distribution_scope(args, backend)
-    with scope:
-        model = model_lib.build_model(
-            data.input_shape,
-            data.num_classes,
-            batch_norm=args.batch_norm,
-            dropout=args.dropout,
-            weight_decay=args.weight_decay,
-            learned_scale=scale if args.learn_logit_scale else None,
-        )
-        loss = model_lib.make_loss(args.loss, loss_scale)
-        metrics = [
-            keras.metrics.CategoricalAccuracy(name="accuracy"),
-            # The data term alone: `loss` also holds the L2 penalty.
-            keras.metrics.MeanMetricWrapper(loss.call, name="nll"),
-        ]
-        if args.loss == "cc-fallback":
-            metrics.append(
-                keras.metrics.MeanMetricWrapper(
-                    model_lib.closed_form_usable_fraction, name="cc_rows"
-                )
-            )
-        model.compile(
-            jit_compile={"auto": "auto", "on": True, "off": False}[args.jit_compile],
-            optimizer=model_lib.make_optimizer(args.lr),
-            loss=loss,
-            metrics=metrics,
-        )
+    with _distribution_scope(cfg, backend):
+        model = _compiled_model(cfg, data)
         if start_epoch:
-            steps_per_epoch = len(data.x_train) // args.batch_size
+            steps_per_epoch = len(data.x_train) // cfg.batch_size
             _restore(model, out, start_epoch, steps_per_epoch)
-            print(f"{out}: resuming after epoch {start_epoch}/{args.epochs}.")
+            print(f"{out}: resuming after epoch {start_epoch}/{cfg.epochs}.")
     _truncate_csv(out / "metrics.csv", start_epoch)
 
-    evaluator = Evaluator(data, args.loss, args.alpha, loss_scale)
-    recorder = _epoch_recorder(
-        out, args.epochs, args.stop_after, start_epoch, evaluator
-    )
+    evaluator = Evaluator(data, cfg.loss, cfg.alpha, loss_scale)
+    recorder = _epoch_recorder(out, cfg.epochs, cfg.stop_after, start_epoch, evaluator)
     model.fit(
         train_ds,
         initial_epoch=start_epoch,
-        epochs=args.epochs,
+        epochs=cfg.epochs,
         callbacks=[recorder],
-        verbose=args.verbose,
+        verbose=cfg.verbose,
     )
     done = read_state(out)
     if done.get("finished"):
         print(f"{out}: finished {done['epoch']} epochs.")
-    return 0
 
 
-def _load_data(args: argparse.Namespace):
-    """Load, limit, hold out the validation split, standardise."""
-    from examples.label_smoothing import data as data_lib
+def _configure_keras(threads: int) -> str:
+    """Start each run from a clean Keras state; return the backend's name."""
+    import warnings
 
-    data = data_lib.load_data(args.dataset, args.data_dir, args.digits_size)
-    if args.limit_train:
-        data.x_train = data.x_train[: args.limit_train]
-        data.y_train = data.y_train[: args.limit_train]
-    if args.limit_test:
-        data.x_test = data.x_test[: args.limit_test]
-        data.y_test = data.y_test[: args.limit_test]
-    data = data_lib.split_validation(data, args.val_fraction)
-    return data_lib.standardise(data)
+    import keras
+
+    # Our tf.data pipelines shuffle themselves; Keras' notice is noise here.
+    warnings.filterwarnings("ignore", message=".*shuffle=True.*")
+    backend = keras.backend.backend()
+    if backend == "tensorflow" and threads:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    # Several runs may share a process (ablation --in-process): start each
+    # from a clean Keras state (layer names, cached graphs).
+    keras.backend.clear_session()
+    return backend
+
+
+def _logit_scales(cfg: TrainConfig, num_classes: int) -> tuple[float, float]:
+    """The run's logit scale, and the one its loss applies.
+
+    A learned temperature lives in the model (initialised at the scale), and
+    the loss then sees the model's output as it is.
+    """
+    scale = resolve_logit_scale(cfg.logit_scale, num_classes, cfg.alpha)
+    return scale, 1.0 if cfg.learn_logit_scale else scale
+
+
+def _compiled_model(cfg: TrainConfig, data):
+    """The CNN with its loss, metrics and optimizer, ready to fit."""
+    import keras
+
+    from examples.label_smoothing import model as model_lib
+
+    scale, loss_scale = _logit_scales(cfg, data.num_classes)
+    model = model_lib.build_model(
+        data.input_shape,
+        data.num_classes,
+        batch_norm=cfg.batch_norm,
+        dropout=cfg.dropout,
+        weight_decay=cfg.weight_decay,
+        learned_scale=scale if cfg.learn_logit_scale else None,
+    )
+    loss = model_lib.make_loss(cfg.loss, loss_scale)
+    metrics = [
+        keras.metrics.CategoricalAccuracy(name="accuracy"),
+        # The data term alone: `loss` also holds the L2 penalty.
+        keras.metrics.MeanMetricWrapper(loss.call, name="nll"),
+    ]
+    if cfg.loss == "cc-fallback":
+        metrics.append(
+            keras.metrics.MeanMetricWrapper(
+                model_lib.closed_form_usable_fraction, name="cc_rows"
+            )
+        )
+    model.compile(
+        jit_compile={"auto": "auto", "on": True, "off": False}[cfg.jit_compile],
+        optimizer=model_lib.make_optimizer(cfg.lr),
+        loss=loss,
+        metrics=metrics,
+    )
+    return model
 
 
 class Evaluator:
@@ -643,11 +649,11 @@ class Evaluator:
         return row
 
 
-def _distribution_scope(args: argparse.Namespace, backend: str):
+def _distribution_scope(cfg: TrainConfig, backend: str):
     """A context in which to build the model: data parallel if --distribute."""
     import contextlib
 
-    if not args.distribute:
+    if not cfg.distribute:
         return contextlib.nullcontext()
     if backend == "tensorflow":
         import tensorflow as tf
@@ -666,9 +672,9 @@ def _distribution_scope(args: argparse.Namespace, backend: str):
         raise SystemExit(
             f"error: --distribute supports tensorflow and jax, not {backend}."
         )
-    if args.batch_size % replicas:
+    if cfg.batch_size % replicas:
         raise SystemExit(
-            f"error: --batch-size {args.batch_size} is not divisible by the "
+            f"error: --batch-size {cfg.batch_size} is not divisible by the "
             f"{replicas} replicas of --distribute."
         )
     print(f"data parallel over {replicas} device(s) ({backend}).")
@@ -678,6 +684,21 @@ def _distribution_scope(args: argparse.Namespace, backend: str):
 def _checkpoint_path(out: Path, epoch: int) -> Path:
     """Model weights + optimizer variables saved after ``epoch`` epochs."""
     return out / f"ckpt-{epoch}.weights.h5"
+
+
+def _load_checkpoint(model, out: Path, epoch: int) -> None:
+    """Weights and optimizer variables; the optimizer is built first so that
+    Keras restores its variables too."""
+    model.optimizer.build(model.trainable_variables)
+    model.load_weights(_checkpoint_path(out, epoch))
+
+
+def load_run_model(run_dir: Path, data):
+    """A run's model at its last checkpoint, built and compiled as the run did."""
+    config = json.loads((run_dir / "config.json").read_text())
+    model = _compiled_model(TrainConfig(out=str(run_dir), **config), data)
+    _load_checkpoint(model, run_dir, int(read_state(run_dir)["epoch"]))
+    return model
 
 
 def _restore(model, out: Path, epoch: int, steps_per_epoch: int) -> None:
@@ -692,8 +713,7 @@ def _restore(model, out: Path, epoch: int, steps_per_epoch: int) -> None:
 
     from examples.label_smoothing import model as model_lib
 
-    model.optimizer.build(model.trainable_variables)
-    model.load_weights(_checkpoint_path(out, epoch))
+    _load_checkpoint(model, out, epoch)
     steps = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
     steps += model_lib.skipped_steps(model)
     if steps != epoch * steps_per_epoch:
