@@ -217,9 +217,11 @@ class AblationConfig:
         2, "Keras verbosity of each run (2: one line per epoch)", choices=(0, 1, 2)
     )
     summary_only: bool = option(False, "do not train; tabulate and plot")
-    # Train in this process instead of one subprocess per run: no isolation
-    # between runs, and it needs --jobs 1 (the tests use it).
-    in_process: bool = option(False, hidden=True)
+    # No isolation between runs, but no interpreter and compiler start per
+    # run either: the documented studies use it.
+    in_process: bool = option(
+        False, "train every run in this process (faster; needs --jobs 1)"
+    )
     plots: bool = option(True, "write the PNGs (--no-plots: skip them)")
     picture_classes: list[int] = option(
         [0, 1, 2],
