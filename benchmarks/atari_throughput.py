@@ -28,12 +28,13 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 import keras
 import numpy as np
 
-from examples.atari import actor_mimic, dqn
+from examples.atari import actor_mimic, common, dqn
 
 
 def rate(fn: Callable[[], int], seconds: float, warmup: int = 3) -> float:
@@ -81,7 +82,7 @@ def single_env_steps(game: str, seconds: float, preprocess: bool) -> float:
 
 def vector_env_steps(game: str, num_envs: int, seconds: float) -> float:
     cfg = dqn.DQNConfig(game=game)
-    env = dqn.make_env(game, num_envs, cfg, seed=0)
+    env = common.make_env(game, num_envs, cfg, seed=0)
     n = env.single_action_space.n
     rng = np.random.default_rng(0)
 
@@ -95,10 +96,10 @@ def vector_env_steps(game: str, num_envs: int, seconds: float) -> float:
         env.close()
 
 
-def filled_replay(game: str, size: int, num_envs: int) -> dqn.FrameReplay:
+def filled_replay(game: str, size: int, num_envs: int) -> common.FrameReplay:
     cfg = dqn.DQNConfig(game=game)
-    env = dqn.make_env(game, num_envs, cfg, seed=0)
-    replay = dqn.FrameReplay(size, num_envs)
+    env = common.make_env(game, num_envs, cfg, seed=0)
+    replay = common.FrameReplay(size, num_envs)
     obs, _ = env.reset(seed=0)
     replay.start(obs[:, -1])
     n = env.single_action_space.n
@@ -127,7 +128,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         parser.error("--num-envs, --seconds and --batch-size must be positive")
     for game in {args.game, *args.games}:
         try:
-            dqn.rom_id(game)
+            common.rom_id(game)
         except ValueError as err:
             parser.error(str(err))
 
@@ -152,9 +153,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     )
 
     # DQN learner: the exact update of dqn.train, minus acting.
-    num_actions = len(dqn.action_meanings(args.game))
-    q_net = dqn.nature_cnn(num_actions, name="q")
-    learner = dqn.dqn_learner(q_net, dqn.nature_cnn(num_actions, name="target"), 0.99)
+    num_actions = len(common.action_meanings(args.game))
+    q_net = common.nature_cnn(num_actions, name="q")
+    learner = dqn.dqn_learner(
+        q_net, common.nature_cnn(num_actions, name="target"), 0.99
+    )
     learner.compile(optimizer=keras.optimizers.Adam(1e-5), loss=learner.loss_fn)
 
     def dqn_update() -> int:
@@ -170,13 +173,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     )
 
     # AMN learner, for the union head over --games (as in actor_mimic.train).
-    meanings = {g: dqn.action_meanings(g) for g in args.games}
+    meanings = {g: common.action_meanings(g) for g in args.games}
     union, index = actor_mimic.union_action_space(meanings)
     game = args.games[0]
-    expert = dqn.nature_cnn(len(meanings[game]), name="expert")
+    expert = common.nature_cnn(len(meanings[game]), name="expert")
     dummy = np.zeros((args.batch_size, 1), np.float32)
     for loss in actor_mimic.LOSSES:
-        student = dqn.nature_cnn(len(union), name=f"student_{loss}")
+        student = common.nature_cnn(len(union), name=f"student_{loss}")
         amn = actor_mimic.amn_learner(student, expert, index[game], 1.0, loss, game)
         amn.compile(optimizer=keras.optimizers.Adam(1e-4), loss=amn.loss_fn)
 
@@ -187,18 +190,24 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         res[f"amn_{loss}_updates_per_s"] = rate(amn_update, args.seconds)
 
     res = {k: round(v, 1) for k, v in res.items()}
+    meta = dict(game=args.game, amn_games=" ".join(args.games))
+    meta.update(num_envs=args.num_envs, batch_size=args.batch_size)
+    return report(res, meta, args.json)
+
+
+def report(
+    res: dict[str, float], meta: dict[str, Any], json_path: Path | None
+) -> dict[str, float]:
+    """Print the run's settings and figures; also as JSON with --json."""
     meta = dict(
         backend=keras.backend.backend(),
         devices=str(keras.distribution.list_devices()),
-        game=args.game,
-        amn_games=" ".join(args.games),
-        num_envs=args.num_envs,
-        batch_size=args.batch_size,
+        **meta,
     )
     for key, value in {**meta, **res}.items():
         print(f"{key:>36}: {value}")
-    if args.json:
-        args.json.write_text(json.dumps({**meta, **res}, indent=1))
+    if json_path:
+        json_path.write_text(json.dumps({**meta, **res}, indent=1))
     return res
 
 

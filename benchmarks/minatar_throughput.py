@@ -12,7 +12,7 @@ Reports, for --game (default Breakout):
     actions; MinAtar is pure Python, one frame per agent step);
   * acting: Q-network forward passes for --num-envs observations, obs/s;
   * DQN updates/s at batch 32: replay sample plus the compiled update
-    (``dqn.compiled_train_step``), and the same update through Keras'
+    (``common.compiled_train_step``), and the same update through Keras'
     ``train_on_batch``, whose ratio is what compiling the step buys;
   * AMN updates/s with each loss (replay sample, compiled update: expert and
     student forward, gathered union head over the five games, loss, Adam);
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import os
 import sys
 from collections.abc import Callable
@@ -33,7 +32,7 @@ import keras
 import numpy as np
 
 from benchmarks import atari_throughput
-from examples.atari import actor_mimic, dqn, minatar_env
+from examples.atari import actor_mimic, common, dqn, minatar_env
 
 # The ALE benchmark's timer, with two more warm-up calls: the MinAtar steps
 # compile more variants (one per batch shape) before the clock starts.
@@ -51,9 +50,9 @@ def env_frames(game: str, num_envs: int, seconds: float) -> float:
     return rate(step, seconds)
 
 
-def filled_replay(game: str, size: int, num_envs: int) -> minatar_env.TransitionReplay:
+def filled_replay(game: str, size: int, num_envs: int) -> common.TransitionReplay:
     env = minatar_env.MinAtarVectorEnv(game, num_envs, seed=0)
-    replay = minatar_env.TransitionReplay(
+    replay = common.TransitionReplay(
         size, num_envs, env.single_observation_shape, seed=0
     )
     obs, _ = env.reset(seed=0)
@@ -98,12 +97,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     cfg = dqn.DQNConfig(optimizer="rmsprop", learning_rate=2.5e-4)
 
     def dqn_update_fn(compiled: bool) -> Callable[[], int]:
-        q = dqn.FAMILIES["minatar"].q_network(game, num_actions, "q")
-        target = dqn.FAMILIES["minatar"].q_network(game, num_actions, "target")
+        q = common.FAMILIES["minatar"].q_network(game, num_actions, "q")
+        target = common.FAMILIES["minatar"].q_network(game, num_actions, "target")
         learner = dqn.dqn_learner(q, target, 0.99)
         optimizer = dqn.make_optimizer(cfg)
         learner.compile(optimizer=optimizer, loss=learner.loss_fn)
-        step = dqn.compiled_train_step(learner, optimizer) if compiled else None
+        step = common.compiled_train_step(learner, optimizer) if compiled else None
 
         def update() -> int:
             b_obs, b_act, b_rew, b_next, b_term = replay.sample(batch)
@@ -121,7 +120,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     res["compiled_over_train_on_batch"] = (
         res["dqn_updates_per_s"] / res["dqn_train_on_batch_updates_per_s"]
     )
-    q_net = dqn.FAMILIES["minatar"].q_network(game, num_actions, "actor")
+    q_net = common.FAMILIES["minatar"].q_network(game, num_actions, "actor")
     obs = replay.sample(args.num_envs)[0]
     res[f"act_forward_{args.num_envs}_obs_per_s"] = args.num_envs * rate(
         lambda: (q_net.predict_on_batch(obs), 1)[1], args.seconds
@@ -130,15 +129,15 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     # The student of the all-five study: 10 input channels, 6 union actions.
     meanings = {g: minatar_env.action_meanings(g) for g in minatar_env.GAMES}
     union, index = actor_mimic.union_action_space(meanings)
-    expert = dqn.FAMILIES["minatar"].q_network(game, num_actions, "expert")
+    expert = common.FAMILIES["minatar"].q_network(game, num_actions, "expert")
     dummy = np.zeros((batch, 1), np.float32)
     for loss in actor_mimic.LOSSES:
-        student = dqn.FAMILIES["minatar"].student_network(
+        student = common.FAMILIES["minatar"].student_network(
             list(minatar_env.GAMES), len(union), f"student_{loss}"
         )
         amn = actor_mimic.amn_learner(student, expert, index[game], 1.0, loss, game)
         optimizer = keras.optimizers.Adam(1e-4)
-        step = dqn.compiled_train_step(amn, optimizer)
+        step = common.compiled_train_step(amn, optimizer)
 
         def amn_update(step: Callable = step) -> int:
             step(replay.sample(batch)[0], dummy)
@@ -148,19 +147,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     res = {k: round(v, 2 if "over" in k else 1) for k, v in res.items()}
     meta = dict(
-        backend=keras.backend.backend(),
-        devices=str(keras.distribution.list_devices()),
         game=game,
         num_envs=args.num_envs,
         batch_size=batch,
         cpu_affinity=str(sorted(os.sched_getaffinity(0))),
         load_average=" ".join(f"{x:.1f}" for x in os.getloadavg()),
     )
-    for key, value in {**meta, **res}.items():
-        print(f"{key:>36}: {value}")
-    if args.json:
-        args.json.write_text(json.dumps({**meta, **res}, indent=1))
-    return res
+    return atari_throughput.report(res, meta, args.json)
 
 
 if __name__ == "__main__":

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import csv
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +22,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from examples.atari import actor_mimic, dqn, plot  # noqa: E402
+from examples.atari import actor_mimic, common, dqn, plot  # noqa: E402
+from tests.atari_helpers import kill_once_printed, reference_amn_loss  # noqa: E402
 
 
 def rows(path: Path) -> list[dict[str, str]]:
@@ -35,7 +34,7 @@ def rows(path: Path) -> list[dict[str, str]]:
 # ---------------------------------------------------------------- replay ----
 def _frame(uid: int) -> np.ndarray:
     """A frame that names itself: two id bytes and a nonzero marker row."""
-    f = np.zeros(dqn.FRAME_SHAPE, np.uint8)
+    f = np.zeros(common.FRAME_SHAPE, np.uint8)
     f[0, 0], f[0, 1], f[1, :] = uid % 256, uid // 256, 1
     return f
 
@@ -44,7 +43,7 @@ def _uid(f: np.ndarray) -> int:
     return int(f[0, 0]) + 256 * int(f[0, 1]) if f[1, 0] else -1
 
 
-def _simulate(replay: dqn.FrameReplay, lanes: int, steps: int, seed: int):
+def _simulate(replay: common.FrameReplay, lanes: int, steps: int, seed: int):
     """Drive the replay like the env does; return the true transitions.
 
     Episodes of random length end by termination or truncation. The env's own
@@ -53,7 +52,9 @@ def _simulate(replay: dqn.FrameReplay, lanes: int, steps: int, seed: int):
     """
     rng = np.random.default_rng(seed)
     uid = iter(range(1, 60_000))
-    stacks = [np.zeros((dqn.STACK, *dqn.FRAME_SHAPE), np.uint8) for _ in range(lanes)]
+    stacks = [
+        np.zeros((common.STACK, *common.FRAME_SHAPE), np.uint8) for _ in range(lanes)
+    ]
     for s in stacks:
         s[-1] = _frame(next(uid))
     replay.start(np.stack([s[-1] for s in stacks]))
@@ -88,7 +89,7 @@ def _simulate(replay: dqn.FrameReplay, lanes: int, steps: int, seed: int):
 @pytest.mark.parametrize("capacity", [40, 1000])  # wrapped around, and not
 def test_replay_stacks_match_env_at_episode_boundaries(capacity: int) -> None:
     lanes = 3
-    replay = dqn.FrameReplay(capacity, lanes, seed=0)
+    replay = common.FrameReplay(capacity, lanes, seed=0)
     truth = _simulate(replay, lanes, steps=200, seed=1)
     obs, actions, rewards, nxt, terminated = replay.sample(4000)
     seen = set()
@@ -110,7 +111,7 @@ def test_replay_stacks_match_env_at_episode_boundaries(capacity: int) -> None:
 
 
 def test_replay_is_compact() -> None:
-    replay = dqn.FrameReplay(10_000, 4)
+    replay = common.FrameReplay(10_000, 4)
     # One 84×84 uint8 frame plus a few bytes, not 2 × 4 stacked frames.
     assert 84 * 84 <= replay.bytes_per_transition < 84 * 84 + 32
 
@@ -118,7 +119,7 @@ def test_replay_is_compact() -> None:
 # --------------------------------------------------------- union actions ----
 def test_union_action_mapping_by_meaning() -> None:
     games = ["Pong", "Breakout", "Boxing"]
-    meanings = {g: dqn.action_meanings(g) for g in games}
+    meanings = {g: common.action_meanings(g) for g in games}
     union, index = actor_mimic.union_action_space(meanings)
     assert len(union) == len(set(union)) == 18  # Boxing uses the full set
     for g in games:
@@ -139,7 +140,7 @@ def test_union_action_mapping_by_meaning() -> None:
 # ------------------------------------------------- fused learner losses ----
 def _frames(n: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    return rng.integers(0, 256, (n, dqn.STACK, *dqn.FRAME_SHAPE), dtype=np.uint8)
+    return rng.integers(0, 256, (n, common.STACK, *common.FRAME_SHAPE), dtype=np.uint8)
 
 
 @pytest.mark.parametrize("loss", ["xe", "cc"])
@@ -147,9 +148,7 @@ def test_amn_learner_loss_matches_reference(loss: str) -> None:
     """Gathered student logits vs softmax(Q_expert / T), as the paper defines."""
     import keras
 
-    from keras_cc.ops import cc_log_partition
-
-    student, expert = dqn.nature_cnn(6, name="s"), dqn.nature_cnn(4, name="e")
+    student, expert = common.nature_cnn(6, name="s"), common.nature_cnn(4, name="e")
     own = np.array([0, 1, 3, 2])  # a game whose action order differs
     temperature = 0.5
     amn = actor_mimic.amn_learner(student, expert, own, temperature, loss, "G")
@@ -157,15 +156,7 @@ def test_amn_learner_loss_matches_reference(loss: str) -> None:
     x = _frames(8, 0)
     z = np.asarray(student.predict_on_batch(x), np.float64)[:, own] / temperature
     q = np.asarray(expert.predict_on_batch(x), np.float64) / temperature
-    y = np.exp(q - q.max(1, keepdims=True))
-    y /= y.sum(1, keepdims=True)
-    if loss == "xe":
-        log_p = z - z.max(1, keepdims=True)
-        log_p -= np.log(np.exp(log_p).sum(1, keepdims=True))
-        expected = -(y * log_p).sum(1).mean()
-    else:
-        log_a = np.asarray(cc_log_partition(z.astype(np.float32)), np.float64)
-        expected = (log_a - (y * z).sum(1)).mean()
+    expected = reference_amn_loss(z, q, loss)
     dummy = np.zeros((8, 1), np.float32)
     got = float(np.asarray(amn.test_on_batch(x, dummy)))
     np.testing.assert_allclose(got, expected, rtol=2e-4, atol=2e-4)
@@ -184,7 +175,7 @@ def test_amn_learner_loss_matches_reference(loss: str) -> None:
 def test_dqn_learner_loss_matches_reference() -> None:
     import keras
 
-    q_net, target = dqn.nature_cnn(4, name="q"), dqn.nature_cnn(4, name="t")
+    q_net, target = common.nature_cnn(4, name="q"), common.nature_cnn(4, name="t")
     learner = dqn.dqn_learner(q_net, target, gamma=0.9)
     learner.compile(optimizer=keras.optimizers.Adam(1e-3), loss=learner.loss_fn)
     # Big enough Q-values that some TD errors fall on each side of Huber's δ.
@@ -223,10 +214,10 @@ def test_bad_cli_input_is_a_clear_error(argv, message, capsys) -> None:
 
 # ------------------------------------------------------------ smoke runs ----
 def test_progress_values_print_n_a_instead_of_nan() -> None:
-    assert dqn.format_stat(float("nan"), "8.2f") == "     n/a"
-    assert dqn.format_stat(1.5, "8.2f") == "    1.50"
-    assert dqn.format_stat(float("nan"), ".4f") == "n/a"
-    assert dqn.format_stat(-0.25, ".1f") == "-0.2"
+    assert common.format_stat(float("nan"), "8.2f") == "     n/a"
+    assert common.format_stat(1.5, "8.2f") == "    1.50"
+    assert common.format_stat(float("nan"), ".4f") == "n/a"
+    assert common.format_stat(-0.25, ".1f") == "-0.2"
 
 
 def test_dqn_smoke_on_pong(tmp_path: Path, capsys) -> None:
@@ -253,7 +244,7 @@ def test_dqn_smoke_on_pong(tmp_path: Path, capsys) -> None:
     else:
         assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
     # The expert loads back for actor-mimic with the same weights.
-    expert = dqn.load_q_network(tmp_path, "Pong")
+    expert = common.load_q_network(tmp_path, "Pong")
     assert expert.output.shape[-1] == 6
     # Rerunning the finished run says so and changes nothing.
     before = (tmp_path / "eval.csv").read_text(), (tmp_path / "train.csv").read_text()
@@ -292,7 +283,7 @@ def test_actor_mimic_continues_from_checkpoint(tmp_path: Path, capsys) -> None:
     first = actor_mimic.main([*argv, "--total-steps", "96"])
     second = actor_mimic.main([*argv, "--total-steps", "192"])
     out = capsys.readouterr().out
-    assert "resumed at step 96" in out
+    assert "resumed Pong at step 96" in out
     assert not any(" nan" in line for line in out.splitlines() if " ret " in line)
     # A third call with the same budget has nothing left to do, and says so.
     third = actor_mimic.main([*argv, "--total-steps", "192"])
@@ -315,25 +306,11 @@ def test_killed_dqn_run_resumes_without_losing_rows(tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "examples.atari.dqn", "--preset", "smoke"]
     cmd += ["--total-steps", "512", "--eval-every", "128", "--eval-steps", "64"]
     cmd += ["--run-dir", str(tmp_path)]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        cmd,
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    deadline = time.time() + 120
-    try:
-        for line in proc.stdout:  # wait for the second evaluation's checkpoint
-            if "eval at 256" in line or time.time() > deadline:
-                break
-    finally:  # killed at once: a fast machine must not finish the run first
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    # Killed right after the second evaluation (and its checkpoint).
+    kill_once_printed(cmd, REPO, "eval at 256", timeout=120)
     killed_at = [int(r["step"]) for r in rows(tmp_path / "eval.csv")]
     assert killed_at and max(killed_at) < 512, "the run was not killed mid-way"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
     done = subprocess.run(
         cmd, cwd=REPO, env=env, capture_output=True, text=True, check=True
     )

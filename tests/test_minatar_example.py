@@ -7,23 +7,28 @@ from __future__ import annotations
 
 import csv
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 pytest.importorskip("minatar")
-pytest.importorskip("ale_py")  # dqn.py imports it for the Atari family
+pytest.importorskip("ale_py")  # common.py imports it for the Atari family
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from examples.atari import actor_mimic, dqn, minatar_env, minatar_study  # noqa: E402
+from examples.atari import (  # noqa: E402
+    actor_mimic,
+    common,
+    dqn,
+    minatar_env,
+    minatar_study,
+)
+from tests.atari_helpers import kill_once_printed, reference_amn_loss  # noqa: E402
 
 GAMES = list(minatar_env.GAMES)
 
@@ -125,7 +130,7 @@ def test_transition_replay_keeps_true_next_states() -> None:
     """Driven like the training loop: sampled (s, a, r, s', term) are exactly
     the env's, with the final observation as s' when an episode ends."""
     env = minatar_env.MinAtarVectorEnv("Breakout", 3, max_episode_frames=20, seed=1)
-    replay = minatar_env.TransitionReplay(200, 3, env.single_observation_shape, 0)
+    replay = common.TransitionReplay(200, 3, env.single_observation_shape, 0)
     obs, _ = env.reset(seed=1)
     replay.start(obs)
     rng = np.random.default_rng(2)
@@ -230,9 +235,9 @@ def test_dqn_smoke_on_minatar(tmp_path: Path) -> None:
     train = rows(tmp_path / "train.csv")
     assert [int(r["frames"]) for r in train] == [128, 256, 384, 512]
     # The committed form of an expert (expert.npz) equals the checkpoint's.
-    a = dqn.load_q_network(tmp_path, "Breakout", "minatar")
+    a = common.load_q_network(tmp_path, "Breakout", "minatar")
     (tmp_path / "checkpoint.npz").rename(tmp_path / "moved.npz")
-    b = dqn.load_q_network(tmp_path, "Breakout", "minatar")
+    b = common.load_q_network(tmp_path, "Breakout", "minatar")
     x = np.random.default_rng(0).integers(0, 2, (5, 10, 10, 4)).astype(np.uint8)
     np.testing.assert_array_equal(a.predict_on_batch(x), b.predict_on_batch(x))
     assert a.output.shape[-1] == 3  # Breakout's minimal action set
@@ -258,8 +263,6 @@ def test_actor_mimic_smoke_on_minatar(tmp_path: Path, loss: str) -> None:
 @pytest.mark.parametrize("loss", ["xe", "cc"])
 def test_amn_learner_pads_channels_and_matches_reference(loss: str) -> None:
     """Freeway's view of a student that also plays Seaquest (10 channels)."""
-    from keras_cc.ops import cc_log_partition
-
     student = minatar_env.minatar_cnn(6, 10, name="s")
     expert = minatar_env.minatar_cnn(3, 7, name="e")
     own = np.array([0, 2, 5])  # NOOP, UP, DOWN in the union layout
@@ -269,15 +272,7 @@ def test_amn_learner_pads_channels_and_matches_reference(loss: str) -> None:
     z = np.asarray(student.predict_on_batch(padded), np.float64)[:, own] / 0.5
     np.testing.assert_allclose(amn.actor.predict_on_batch(x), z * 0.5, rtol=1e-5)
     q = np.asarray(expert.predict_on_batch(x), np.float64) / 0.5
-    y = np.exp(q - q.max(1, keepdims=True))
-    y /= y.sum(1, keepdims=True)
-    if loss == "xe":
-        log_p = z - z.max(1, keepdims=True)
-        log_p -= np.log(np.exp(log_p).sum(1, keepdims=True))
-        expected = -(y * log_p).sum(1).mean()
-    else:
-        log_a = np.asarray(cc_log_partition(z.astype(np.float32)), np.float64)
-        expected = (log_a - (y * z).sum(1)).mean()
+    expected = reference_amn_loss(z, q, loss)
     pred = amn.predict_on_batch(x)
     got = float(np.asarray(amn.loss_fn(None, pred)))
     np.testing.assert_allclose(got, expected, rtol=2e-4, atol=2e-4)
@@ -299,25 +294,9 @@ def test_killed_minatar_expert_resumes_exactly(tmp_path: Path) -> None:
     _run([*base, "--run-dir", str(tmp_path / "whole")], timeout=900)
 
     cmd = [*base, "--run-dir", str(tmp_path / "killed")]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        cmd,
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    deadline = time.time() + 900  # generous: CI machines can be saturated
-    reached = False
-    try:
-        for line in proc.stdout:  # the checkpoint at 384 follows this line
-            reached = "step       384" in line
-            if reached or time.time() > deadline:
-                break
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    # The checkpoint at 384 follows this line; 900 s is generous because CI
+    # machines can be saturated.
+    reached = kill_once_printed(cmd, REPO, "step       384", timeout=900)
     assert reached, "the run did not reach step 384 before the deadline"
     evals = rows(tmp_path / "killed" / "eval.csv")
     assert [int(r["step"]) for r in evals] == [256]

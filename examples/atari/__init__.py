@@ -4,11 +4,12 @@ Per-game DQN experts, then one student network that imitates them with
 cross-entropy (AMN) or the continuous-categorical likelihood (CC-AMN), on
 Atari (ale-py) or MinAtar (the optional, GPL-licensed ``minatar`` package).
 
-Modules (run each with ``python -m examples.atari.<module> --help``):
-    dqn: the DQN expert for one game, and the parts the student reuses
-        (environment families, networks, replay, compiled update, evaluation,
-        logging, checkpoints).
-    minatar_env: the MinAtar family (vector env, network, replay).
+Modules (run each CLI with ``python -m examples.atari.<module> --help``):
+    common: what the expert and the student share: the Atari family, the
+        environment families, replays, compiled update, evaluation, logging,
+        checkpoints.
+    dqn: the DQN expert for one game.
+    minatar_env: the MinAtar family (vector env, network, action sets).
     actor_mimic: the AMN / CC-AMN student, one game or several.
     minatar_study: the MinAtar study (experts, then students over seeds),
         resumable, with its tables and plots.

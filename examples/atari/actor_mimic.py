@@ -1,8 +1,9 @@
 """Actor-Mimic (AMN) and CC-AMN: one student network imitates per-game DQNs.
 
-CleanRL style: the algorithm reads top to bottom in ``train`` below; the
-environment families, networks, replay, compiled update, evaluation, logging
-and checkpoints come from ``dqn.py`` next to this file.
+CleanRL style: the algorithm reads top to bottom in ``train`` below, one
+named function per step (set up, act, update, log, evaluate, checkpoint);
+the environment families, networks, replays, compiled update, evaluation,
+logging and checkpoints come from ``common.py`` next to this file.
 
     # experts first (one dqn.py run directory per game), then the student:
     python -m examples.atari.actor_mimic --preset paper --games Pong Breakout \\
@@ -27,11 +28,9 @@ observations are padded with zero channels.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import sys
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,21 +40,21 @@ import numpy as np
 from keras import layers, ops
 
 import keras_cc
-from examples.atari.dqn import (
+from examples.atari.common import (
     FAMILIES,
-    RunLogger,
-    already_finished,
+    Family,
+    Game,
+    Recent,
+    Run,
+    ScoresFn,
+    Throughput,
     compiled_train_step,
-    epsilon_greedy,
-    evaluate,
     format_stat,
     linear_epsilon,
-    load_checkpoint,
     load_q_network,
     parse_config,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
+    resume,
+    start_run,
 )
 
 LOSSES = ("xe", "cc")
@@ -96,23 +95,27 @@ class AMNConfig:
     run_dir: str = "runs/amn"
 
 
+# A few hundred agent steps per game, a tiny replay: exercises every code path.
+SMOKE_BUDGET: dict[str, Any] = dict(
+    total_steps=192,
+    num_envs=2,
+    buffer_size=256,
+    learning_starts=32,
+    batch_size=8,
+    eps_mid_step=96,
+    eps_end_step=96,
+    eval_every=96,
+    log_every=64,
+    checkpoint_every=96,
+)
 AMN_PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
     "smoke": dict(
-        total_steps=192,
-        num_envs=2,
-        buffer_size=256,
-        learning_starts=32,
-        batch_size=8,
-        eps_mid_step=96,
-        eps_end_step=96,
+        SMOKE_BUDGET,
         max_episode_frames=200,
         noop_max=5,
-        eval_every=96,
         eval_steps=128,
         eval_envs=2,
-        log_every=64,
-        checkpoint_every=96,
         run_dir="runs/amn_smoke",
     ),
     # MinAtar students (no published setting to follow: Parisotto et al.
@@ -142,23 +145,14 @@ AMN_PRESETS: dict[str, dict[str, Any]] = {
         run_dir="runs/minatar_amn",
     ),
     "minatar_smoke": dict(
+        SMOKE_BUDGET,
         family="minatar",
         games=["Breakout"],
-        total_steps=192,
-        num_envs=2,
-        buffer_size=256,
-        learning_starts=32,
         train_every=2,
-        batch_size=8,
-        eps_mid_step=96,
-        eps_end_step=96,
         max_episode_frames=60,
         noop_max=0,
-        eval_every=96,
         eval_steps=240,
         eval_envs=4,
-        log_every=64,
-        checkpoint_every=96,
         run_dir="runs/minatar_amn_smoke",
     ),
 }
@@ -268,16 +262,25 @@ def amn_learner(
 # --------------------------------------------------------------------------
 # Actor-Mimic, top to bottom.
 # --------------------------------------------------------------------------
-def train(cfg: AMNConfig) -> dict[str, Any]:
-    run_dir = Path(cfg.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
-    keras.utils.set_random_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
-    algo = "cc-amn" if cfg.loss == "cc" else "amn"
+@dataclasses.dataclass
+class Student:
+    """The student network and, per game, its learner and compiled update."""
 
+    net: keras.Model
+    optimizer: keras.optimizers.Optimizer  # one for all games
+    union: list[str]  # the student's outputs: the games' actions by meaning
+    learners: dict[str, keras.Model]
+    train_steps: dict[str, Callable[[Any, np.ndarray], float]]
+
+    def policy(self, game: str) -> ScoresFn:
+        """The student's logits for this game's actions (argmax = its policy)."""
+        actor = self.learners[game].actor
+        return lambda obs: np.asarray(actor.predict_on_batch(obs))
+
+
+def build_student(cfg: AMNConfig, family: Family) -> Student:
+    """The student, its experts (trained or fresh) and one learner per game."""
     games = cfg.games
-    family = FAMILIES[cfg.family]
     meanings = {game: family.action_meanings(game) for game in games}
     union, game_actions = union_action_space(meanings)
     student = family.student_network(games, len(union), "student")
@@ -298,168 +301,127 @@ def train(cfg: AMNConfig) -> dict[str, Any]:
         learners[g].compile(optimizer=optimizer, loss=learners[g].loss_fn)
         # All games' steps share the student's variables and one optimizer.
         train_steps[g] = compiled_train_step(learners[g], optimizer)
+    return Student(student, optimizer, union, learners, train_steps)
 
+
+def initial_state(cfg: AMNConfig) -> dict[str, Any]:
+    """The counters (steps per game): exactly what a resume needs."""
     state: dict[str, Any] = dict(step=0, updates=0, next_update=cfg.learning_starts)
     state.update(next_eval=cfg.eval_every, next_log=cfg.log_every)
     state.update(next_checkpoint=cfg.checkpoint_every)
     state["nonfinite_losses"] = {game: 0 for game in cfg.games}
     state["episodes"] = {game: 0 for game in cfg.games}
-    ckpt = run_dir / "checkpoint.npz"
-    resumed = ckpt.exists()
-    if resumed:
-        state = load_checkpoint(ckpt, {"student": student}, optimizer)
-        set_rng_state(rng, state.pop("rng"))
-        if state["step"] >= cfg.total_steps:
-            what = " ".join(games)
-            print(already_finished(algo, what, state["step"], cfg.total_steps, ckpt))
-            return state
-        print(f"[{algo}] resumed at step {state['step']} from {ckpt}")
-    logger = RunLogger(run_dir, state["step"] if resumed else None)
+    return state
 
-    seed = cfg.seed + state["step"]
-    envs = {
-        g: family.make_env(g, cfg.num_envs, cfg, seed + 100 * i)
-        for i, g in enumerate(games)
-    }
-    eval_envs = {
-        g: family.make_env(g, cfg.eval_envs, cfg, cfg.seed + 10_000) for g in games
-    }
-    replays = {g: family.make_replay(cfg, g, seed) for g in games}
-    obs = {}
-    for i, game in enumerate(cfg.games):
-        obs[game], _ = envs[game].reset(seed=seed + 100 * i)
-        replays[game].start(family.replay_view(obs[game]))
-    mib = sum(r.nbytes for r in replays.values()) / 2**20
+
+def act(
+    run: Run,
+    student: Student,
+    games: dict[str, Game],
+    recent: dict[str, Recent],
+    epsilon: float,
+) -> None:
+    """One ε-greedy step on the student's own policy in every environment of
+    every game: all games advance in lockstep."""
+    for name, game in games.items():
+        finished = game.play(student.policy(name), epsilon, run.rng)
+        recent[name].returns += finished
+        run.state["episodes"][name] += len(finished)
+    run.state["step"] += run.cfg.num_envs
+
+
+def update(
+    run: Run, student: Student, games: dict[str, Game], recent: dict[str, Recent]
+) -> None:
+    """One update per game per `train_every` steps; games take turns."""
+    cfg, state = run.cfg, run.state
+    while state["step"] >= state["next_update"]:
+        for name, game in games.items():
+            b_obs = game.replay.sample(cfg.batch_size)[0]
+            # The expert's targets are computed inside the compiled step.
+            dummy = np.zeros((cfg.batch_size, 1), np.float32)
+            loss = student.train_steps[name](b_obs, dummy)
+            # Must stay 0: the paper's CC-AMN failed on Pong exactly here.
+            state["nonfinite_losses"][name] += int(not math.isfinite(loss))
+            recent[name].losses.append(loss)
+        state["updates"] += 1
+        state["next_update"] += cfg.train_every
+
+
+def log_progress(
+    run: Run,
+    games: dict[str, Game],
+    epsilon: float,
+    recent: dict[str, Recent],
+    throughput: Throughput,
+) -> None:
+    """A row of ``train.csv`` per game and one progress line for all."""
+    state = run.state
+    rates = throughput.rates(state["step"], state["updates"])
+    parts = []
+    for name, game in games.items():
+        episodes, nonfinite = state["episodes"][name], state["nonfinite_losses"][name]
+        row = run.train_row(game, epsilon, recent[name], episodes, nonfinite, rates)
+        parts.append(
+            f"{name} ret {format_stat(row['episode_return'], '.1f')} "
+            f"loss {format_stat(row['loss'], '.4f')} "
+            f"nonfinite {row['nonfinite_losses']}"
+        )
+        recent[name].clear()
     print(
-        f"[{algo}] games={cfg.games} union={len(union)} actions "
+        f"[{run.algo}] step {state['step']:>9} eps {epsilon:.3f} | "
+        + " | ".join(parts)
+        + f" | {rates[0]:.0f} steps/s/game {rates[1]:.0f} upd/s/game"
+    )
+    state["next_log"] += run.cfg.log_every
+
+
+def train(cfg: AMNConfig) -> dict[str, Any]:
+    run_dir, rng = start_run(cfg)
+    algo = "cc-amn" if cfg.loss == "cc" else "amn"
+    family = FAMILIES[cfg.family]
+    student = build_student(cfg, family)
+    models, optimizer = {"student": student.net}, student.optimizer
+    what, state = " ".join(cfg.games), initial_state(cfg)
+    run = resume(cfg, algo, what, run_dir, rng, models, optimizer, state)
+    if run.finished:
+        return run.state
+    seed = cfg.seed + run.step
+    games = {
+        name: Game.open(family, name, cfg, env_seed=seed + 100 * i, replay_seed=seed)
+        for i, name in enumerate(cfg.games)
+    }
+    mib = sum(game.replay.nbytes for game in games.values()) / 2**20
+    print(
+        f"[{algo}] games={cfg.games} union={len(student.union)} actions "
         f"backend={keras.backend.backend()} replay={mib:.1f} MiB"
     )
+    if run.resumed:  # the replays are not checkpointed: refill them
+        epsilon = linear_epsilon(run.step, cfg)
+        size = min(cfg.learning_starts, cfg.buffer_size)
+        for name, game in games.items():
+            game.fill(student.policy(name), epsilon, rng, size)
 
-    def scores_fn(game: str):
-        """The student's logits for this game's actions (argmax = its policy)."""
-        actor = learners[game].actor
-        return lambda o: np.asarray(actor.predict_on_batch(o))
-
-    returns = {g: np.zeros(cfg.num_envs) for g in games}
-    recent_returns: dict[str, list[float]] = {g: [] for g in games}
-    recent_losses: dict[str, list[float]] = {g: [] for g in games}
-
-    def env_step(game: str, epsilon: float, record: bool) -> None:
-        """ε-greedy on the student's own policy over this game's actions."""
-        actions = epsilon_greedy(scores_fn(game)(obs[game]), epsilon, rng)
-        nxt, rewards, terminated, truncated, info = envs[game].step(actions)
-        done = terminated | truncated
-        final = family.replay_view(info["final_obs"]) if done.any() else None
-        # The reward is never a learning signal here; stored for completeness.
-        view = family.replay_view(nxt)
-        replays[game].add(actions, rewards, terminated, done, view, final)
-        obs[game] = nxt
-        if record:
-            returns[game] += rewards
-            for i in np.flatnonzero(done):
-                recent_returns[game].append(float(returns[game][i]))
-                returns[game][i] = 0.0
-                state["episodes"][game] += 1
-
-    if resumed:  # the replays are not checkpointed: refill, counters frozen
-        epsilon = linear_epsilon(state["step"], cfg)
-        for game in cfg.games:
-            while len(replays[game]) < min(cfg.learning_starts, cfg.buffer_size):
-                env_step(game, epsilon, record=False)
-
-    t_log, step_log, updates_log = time.perf_counter(), state["step"], state["updates"]
-    while state["step"] < cfg.total_steps:
-        epsilon = linear_epsilon(state["step"], cfg)
-        for game in cfg.games:  # all games advance in lockstep
-            env_step(game, epsilon, record=True)
-        state["step"] += cfg.num_envs
-
-        # One update per game per `train_every` steps; games take turns.
-        while state["step"] >= state["next_update"]:
-            for game in cfg.games:
-                b_obs = replays[game].sample(cfg.batch_size)[0]
-                # The expert's targets are computed inside the compiled step.
-                dummy = np.zeros((cfg.batch_size, 1), np.float32)
-                loss = train_steps[game](b_obs, dummy)
-                # Must stay 0: the paper's CC-AMN failed on Pong exactly here.
-                state["nonfinite_losses"][game] += int(not math.isfinite(loss))
-                recent_losses[game].append(loss)
-            state["updates"] += 1
-            state["next_update"] += cfg.train_every
-
-        if state["step"] >= state["next_log"] or state["step"] >= cfg.total_steps:
-            now = time.perf_counter()
-            rate = (state["step"] - step_log) / (now - t_log)
-            upd_rate = (state["updates"] - updates_log) / (now - t_log)
-            parts = []
-            for game in cfg.games:
-                rets, losses = recent_returns[game], recent_losses[game]
-                row = dict(
-                    step=state["step"],
-                    game=game,
-                    algo=algo,
-                    frames=family.frames_per_step * state["step"],
-                    updates=state["updates"],
-                    epsilon=round(epsilon, 5),
-                    loss=float(np.mean(losses)) if losses else float("nan"),
-                    episode_return=float(np.mean(rets)) if rets else float("nan"),
-                    episodes=state["episodes"][game],
-                    nonfinite_losses=state["nonfinite_losses"][game],
-                    steps_per_s=rate,
-                    updates_per_s=upd_rate,
-                )
-                logger.write("train", row)
-                parts.append(
-                    f"{game} ret {format_stat(row['episode_return'], '.1f')} "
-                    f"loss {format_stat(row['loss'], '.4f')} "
-                    f"nonfinite {row['nonfinite_losses']}"
-                )
-                recent_returns[game], recent_losses[game] = [], []
-            print(
-                f"[{algo}] step {state['step']:>9} eps {epsilon:.3f} | "
-                + " | ".join(parts)
-                + f" | {rate:.0f} steps/s/game {upd_rate:.0f} upd/s/game"
-            )
-            t_log, step_log, updates_log = now, state["step"], state["updates"]
-            state["next_log"] += cfg.log_every
-
-        evaluating = state["step"] >= state["next_eval"]
-        last = state["step"] >= cfg.total_steps
-        if evaluating or last:
-            for game in cfg.games:
-                mean, std, n = evaluate(
-                    scores_fn(game),
-                    eval_envs[game],
-                    game in family.fire_on_life_loss,
-                    cfg.eval_steps,
-                    cfg.eval_epsilon,
-                    rng,
-                    seed=cfg.seed + 10_000 + state["step"],
-                )
-                row = dict(
-                    step=state["step"],
-                    game=game,
-                    algo=algo,
-                    eval_return=mean,
-                    eval_return_std=std,
-                    eval_episodes=n,
-                    nonfinite_losses=state["nonfinite_losses"][game],
-                )
-                logger.write("eval", row)
-                print(
-                    f"[{algo}] {game} eval at {state['step']}: {mean:.2f} ± {std:.2f}"
-                )
-            while state["next_eval"] <= state["step"]:
-                state["next_eval"] += cfg.eval_every
-        if evaluating or last or state["step"] >= state["next_checkpoint"]:
-            extra = {**state, "rng": rng_state(rng)}
-            save_checkpoint(ckpt, {"student": student}, optimizer, extra)
-            while state["next_checkpoint"] <= state["step"]:
-                state["next_checkpoint"] += cfg.checkpoint_every
-    logger.close()
-    for env in (*envs.values(), *eval_envs.values()):
-        env.close()
-    return state
+    recent = {name: Recent() for name in cfg.games}
+    throughput = Throughput(run.step, run.state["updates"])
+    while run.step < cfg.total_steps:
+        epsilon = linear_epsilon(run.step, cfg)
+        act(run, student, games, recent, epsilon)
+        update(run, student, games, recent)
+        log_due, eval_due, checkpoint_due = run.due()
+        if log_due:
+            log_progress(run, games, epsilon, recent, throughput)
+        if eval_due:
+            for name, game in games.items():
+                nonfinite = run.state["nonfinite_losses"][name]
+                run.evaluate(game, student.policy(name), nonfinite)
+            run.advance("next_eval", cfg.eval_every)
+        if checkpoint_due:
+            run.save_checkpoint(models, optimizer)
+    run.logger.close()
+    for game in games.values():
+        game.close()
+    return run.state
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

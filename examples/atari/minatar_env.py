@@ -6,7 +6,7 @@ object. The ``minatar`` package is GPL-3.0 licensed: it is an optional extra
 of this example (``pip install -e ".[minatar]"``), never a dependency of
 ``keras_cc``, and this module imports it only when an environment is made.
 
-What this module gives ``dqn.py`` and ``actor_mimic.py``:
+What this module gives the MinAtar entry of ``common.FAMILIES``:
 
 * ``MinAtarVectorEnv``: several games stepped together, with the same
   interface as ale-py's vector env in "SameStep" autoreset mode (``reset``,
@@ -14,10 +14,11 @@ What this module gives ``dqn.py`` and ``actor_mimic.py``:
   care which family they run on;
 * ``minatar_cnn``: the network of the MinAtar paper's DQN (one 3×3 conv
   layer with 16 filters, a 128-unit hidden layer);
-* ``TransitionReplay``: a plain ring buffer of (s, a, r, s', terminated)
-  with whole observations (at most 10×10×10 bytes each, no frame stacks);
 * the games' minimal action sets, named like ALE's actions so that the
   student's union action space is matched by meaning.
+
+Its replay, ``common.TransitionReplay``, stores whole observations (at most
+10×10×10 bytes each, no frame stacks).
 
 The dynamics are MinAtar's defaults, as in its paper: sticky actions with
 probability 0.1 and difficulty ramping. One agent step is one frame.
@@ -181,105 +182,3 @@ def minatar_cnn(
     x = layers.Dense(128, activation="relu")(x)
     outputs = layers.Dense(num_outputs, name="head")(x)
     return keras.Model(obs, outputs, name=name)
-
-
-class TransitionReplay:
-    """Ring buffer of whole transitions, one lane per environment.
-
-    Same interface as ``dqn.FrameReplay`` (``start``, ``add``, ``sample``)
-    but without frame stacks: a MinAtar observation is the full state. The
-    next observation of an episode's last step is its true final observation
-    (``final_frames``), so a truncated episode still bootstraps from it.
-    """
-
-    def __init__(
-        self,
-        capacity: int,
-        num_lanes: int,
-        obs_shape: tuple[int, ...],
-        seed: int = 0,
-    ) -> None:
-        self.lanes = num_lanes
-        self.cap = -(-capacity // num_lanes)
-        shape = (num_lanes, self.cap)
-        self.obs = np.zeros(shape + tuple(obs_shape), np.uint8)
-        self.next_obs = np.zeros(shape + tuple(obs_shape), np.uint8)
-        self.actions = np.zeros(shape, np.uint8)
-        self.rewards = np.zeros(shape, np.float32)
-        self.terminated = np.zeros(shape, np.bool_)
-        self.cursor = 0
-        self.size = 0
-        self.current = np.zeros((num_lanes, *obs_shape), np.uint8)
-        self.rng = np.random.default_rng(seed)
-
-    @property
-    def nbytes(self) -> int:
-        arrays = (self.obs, self.next_obs, self.actions, self.rewards)
-        return sum(a.nbytes for a in arrays) + self.terminated.nbytes
-
-    @property
-    def bytes_per_transition(self) -> float:
-        return self.nbytes / (self.lanes * self.cap)
-
-    def __len__(self) -> int:
-        return self.size * self.lanes
-
-    def start(self, first_obs: np.ndarray) -> None:
-        self.current = first_obs.copy()
-
-    def add(
-        self,
-        actions: np.ndarray,
-        rewards: np.ndarray,
-        terminated: np.ndarray,
-        done: np.ndarray,
-        next_obs: np.ndarray,
-        final_obs: np.ndarray | None,
-    ) -> None:
-        slot = self.cursor
-        self.obs[:, slot] = self.current
-        self.actions[:, slot] = actions
-        self.rewards[:, slot] = rewards
-        self.terminated[:, slot] = terminated
-        landed = next_obs.copy()
-        if done.any():
-            assert final_obs is not None, "done without final observations"
-            landed[done] = final_obs[done]
-        self.next_obs[:, slot] = landed
-        self.current = next_obs.copy()
-        self.cursor = (slot + 1) % self.cap
-        self.size = min(self.size + 1, self.cap)
-
-    def sample(
-        self, batch_size: int
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        lanes = self.rng.integers(0, self.lanes, batch_size)
-        slots = self.rng.integers(0, self.size, batch_size)
-        return (
-            self.obs[lanes, slots],
-            self.actions[lanes, slots].astype(np.int64),
-            self.rewards[lanes, slots],
-            self.next_obs[lanes, slots],
-            self.terminated[lanes, slots],
-        )
-
-    def state_arrays(self) -> dict[str, np.ndarray]:
-        """Everything needed to rebuild the buffer exactly (for local resume)."""
-        return dict(
-            obs=self.obs[:, : self.size],
-            next_obs=self.next_obs[:, : self.size],
-            actions=self.actions[:, : self.size],
-            rewards=self.rewards[:, : self.size],
-            terminated=self.terminated[:, : self.size],
-            current=self.current,
-            counters=np.array([self.cursor, self.size]),
-        )
-
-    def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
-        cursor, size = (int(v) for v in arrays["counters"])
-        if arrays["obs"].shape[0] != self.lanes or size > self.cap:
-            raise ValueError("replay file does not match --num-envs/--buffer-size")
-        for name in ("obs", "next_obs", "actions", "rewards", "terminated"):
-            getattr(self, name)[:, :size] = arrays[name]
-        self.current = arrays["current"].copy()
-        self.cursor, self.size = cursor, size

@@ -32,7 +32,7 @@ import csv
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,27 +64,27 @@ def run_experts(out: Path, games: Sequence[str], extra: Sequence[str]) -> None:
     from examples.atari import dqn
 
     for game in games:
-        run_dir = out / "experts" / game
+        run_dir = expert_dir(out, game)
         total = EXPERT_FRAMES[game]
         if finished(run_dir, total):
             print(f"[study] expert {game}: finished, skipped", flush=True)
             continue
         print(f"[study] expert {game}: {total} frames in {run_dir}", flush=True)
-        start = time.time()
-        dqn.main(
-            [
-                "--preset",
-                "minatar",
-                "--game",
-                game,
-                "--total-steps",
-                str(total),
-                "--run-dir",
-                str(run_dir),
-                *extra,
-            ]
-        )
-        _note_wall_time(run_dir, time.time() - start)
+        flags = ["--game", game, "--total-steps", str(total)]
+        _timed_run(dqn.main, flags, run_dir, extra)
+
+
+def _timed_run(
+    main: Callable[[list[str]], Any],
+    flags: list[str],
+    run_dir: Path,
+    extra: Sequence[str],
+) -> None:
+    """``main`` of dqn.py or actor_mimic.py on the minatar preset with
+    ``flags``, into ``run_dir``; the command line's ``extra`` flags last."""
+    start = time.time()
+    main(["--preset", "minatar", *flags, "--run-dir", str(run_dir), *extra])
+    _note_wall_time(run_dir, time.time() - start)
 
 
 def _note_wall_time(run_dir: Path, seconds: float) -> None:
@@ -148,29 +148,10 @@ def run_student(out: Path, run: dict[str, Any], extra: Sequence[str]) -> None:
     if finished(run_dir, total):
         return
     print(f"[study] student {run_dir}", flush=True)
-    start = time.time()
-    actor_mimic.main(
-        [
-            "--preset",
-            "minatar",
-            "--games",
-            *run["games"],
-            "--loss",
-            run["loss"],
-            "--temperature",
-            str(run["temperature"]),
-            "--seed",
-            str(run["seed"]),
-            "--total-steps",
-            str(total),
-            "--experts-dir",
-            str(out / "experts"),
-            "--run-dir",
-            str(run_dir),
-            *extra,
-        ]
-    )
-    _note_wall_time(run_dir, time.time() - start)
+    flags = ["--games", *run["games"], "--loss", run["loss"]]
+    flags += ["--temperature", str(run["temperature"]), "--seed", str(run["seed"])]
+    flags += ["--total-steps", str(total), "--experts-dir", str(out / "experts")]
+    _timed_run(actor_mimic.main, flags, run_dir, extra)
 
 
 def run_students(out: Path, games: Sequence[str], extra: Sequence[str]) -> None:
