@@ -200,7 +200,7 @@ def test_dqn_learner_loss_matches_reference() -> None:
     [
         (["--games", "Pongg", "--fresh-experts"], "unknown Atari game"),
         (["--games", "pong", "--fresh-experts"], "CamelCase"),
-        (["--loss", "mse", "--fresh-experts"], "--loss must be one of"),
+        (["--loss", "mse", "--fresh-experts"], "argument --loss: invalid choice"),
         (["--experts-dir", "/nonexistent"], "no expert checkpoint"),
         (["--games", "Pong", "Pong", "--fresh-experts"], "twice"),
         (["--batch-size", "0", "--fresh-experts"], "--batch-size must be >= 1"),

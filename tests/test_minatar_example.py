@@ -119,7 +119,7 @@ def test_bad_game_names_are_clear_errors(capsys) -> None:
     assert "unknown MinAtar game" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         dqn.main(["--preset", "minatar_smoke", "--family", "nes"])
-    assert "--family must be one of" in capsys.readouterr().err
+    assert "argument --family: invalid choice" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         minatar_study.main(["students", "--games", "Pong"])
     assert "unknown MinAtar game" in capsys.readouterr().err

@@ -40,8 +40,10 @@ import numpy as np
 from keras import layers, ops
 
 import keras_cc
+from examples._config import option, parse_config
 from examples.atari.common import (
     FAMILIES,
+    STACK,
     Family,
     Game,
     Recent,
@@ -49,10 +51,10 @@ from examples.atari.common import (
     ScoresFn,
     Throughput,
     compiled_train_step,
+    config_checks,
     format_stat,
     linear_epsilon,
     load_q_network,
-    parse_config,
     resume,
     start_run,
 )
@@ -62,37 +64,45 @@ LOSSES = ("xe", "cc")
 
 @dataclasses.dataclass
 class AMNConfig:
-    games: list[str] = dataclasses.field(default_factory=lambda: ["Pong"])
-    family: str = "ale"  # ale (Atari 2600) or minatar
-    loss: str = "xe"  # xe: AMN (cross-entropy); cc: CC-AMN
-    temperature: float = 1.0
+    """Settings of one student run; every field is a command-line flag."""
+
+    games: list[str] = option(["Pong"], "the games, by their CamelCase names")
+    family: str = option(
+        "ale", "ale (Atari 2600, ale-py) or minatar", choices=tuple(FAMILIES)
+    )
+    loss: str = option("xe", "xe: AMN (cross-entropy); cc: CC-AMN", choices=LOSSES)
+    temperature: float = option(1.0, "T of the targets softmax(Q / T)", above=0)
     experts_dir: str = "runs/experts"  # holds <Game>/checkpoint.npz from dqn.py
     fresh_experts: bool = False  # random experts: for smoke tests only
     seed: int = 1
     # The paper gives no student budget; 10M steps per game is our assumption.
     total_steps: int = 10_000_000
-    num_envs: int = 1
-    buffer_size: int = 100_000  # per game
-    learning_starts: int = 5_000
-    train_every: int = 4  # one update per game per 4 of its agent steps
-    batch_size: int = 32
-    learning_rate: float = 1e-4  # assumption: the paper gives only the experts'
+    num_envs: int = option(1, "environments per game", at_least=1)
+    buffer_size: int = option(100_000, "replay capacity per game", at_least=STACK + 2)
+    learning_starts: int = option(5_000, "agent steps before the first update")
+    train_every: int = option(
+        4, "one update per game per this many of its agent steps", at_least=1
+    )
+    batch_size: int = option(32, "transitions per update", at_least=1)
+    learning_rate: float = option(
+        1e-4, "Adam (assumption: the paper gives only the experts')", above=0
+    )
     adam_epsilon: float = 1.5e-4
     # ε-greedy on the student's own policy; 1 → 0.1 over 1M steps (assumption).
-    eps_start: float = 1.0
-    eps_mid: float = 0.1
+    eps_start: float = option(1.0, at_least=0, at_most=1)
+    eps_mid: float = option(0.1, at_least=0, at_most=1)
     eps_mid_step: int = 1_000_000
-    eps_end: float = 0.1
+    eps_end: float = option(0.1, at_least=0, at_most=1)
     eps_end_step: int = 1_000_000
-    max_episode_frames: int = 18_000
-    noop_max: int = 20
-    eval_every: int = 100_000
-    eval_steps: int = 100_000
-    eval_envs: int = 8
-    eval_epsilon: float = 0.05
-    log_every: int = 10_000
+    max_episode_frames: int = 18_000  # emulator frames
+    noop_max: int = 20  # no-op actions at most at an episode's start (Atari)
+    eval_every: int = 100_000  # agent steps between evaluations
+    eval_steps: int = 100_000  # agent steps per evaluation, per game
+    eval_envs: int = option(8, "environments of the evaluation", at_least=1)
+    eval_epsilon: float = option(0.05, "ε of the evaluation", at_least=0, at_most=1)
+    log_every: int = option(10_000, "agent steps per row of train.csv", at_least=1)
     checkpoint_every: int = 100_000
-    run_dir: str = "runs/amn"
+    run_dir: str = option("runs/amn", "where the logs and checkpoints go")
 
 
 # A few hundred agent steps per game, a tiny replay: exercises every code path.
@@ -164,10 +174,6 @@ def amn_checks(cfg: AMNConfig) -> list[str]:
         problems.append("--games needs at least one game")
     if len(set(cfg.games)) != len(cfg.games):
         problems.append(f"--games lists a game twice: {cfg.games}")
-    if cfg.loss not in LOSSES:
-        problems.append(f"--loss must be one of {LOSSES}, got {cfg.loss!r}")
-    if not cfg.temperature > 0:
-        problems.append(f"--temperature must be > 0, got {cfg.temperature}")
     if not cfg.fresh_experts:
         missing = [
             g
@@ -425,7 +431,10 @@ def train(cfg: AMNConfig) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    cfg = parse_config(AMNConfig, AMN_PRESETS, argv, __doc__, amn_checks)
+    checks = [config_checks, amn_checks]
+    cfg = parse_config(
+        AMNConfig, AMN_PRESETS, argv, __doc__, checks, default_preset="smoke"
+    )
     return train(cfg)
 
 

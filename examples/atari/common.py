@@ -10,6 +10,7 @@
 * ``Game``: one game's environments, replay and running episode returns,
   stepped ε-greedily, and its evaluation;
 * ``compiled_train_step``: one gradient step as one XLA program;
+* the checks of a config that involve several fields (``config_checks``);
 * the run directory: config, CSV/TensorBoard logs, resumable checkpoints,
   the experts' weights, and the schedule of logging, evaluation and
   checkpoints.
@@ -19,7 +20,6 @@ Units: every step count is in *agent steps* (see ``dqn.py``).
 
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
 import io
@@ -51,91 +51,6 @@ STACK = 4
 FIRE_ON_LIFE_LOSS = frozenset({"Breakout"})
 # A policy's scores (Q-values or logits) for a batch of observations.
 ScoresFn = Callable[[np.ndarray], np.ndarray]
-
-
-# --------------------------------------------------------------------------
-# Configuration: a dataclass per script, presets, CLI overrides for each field.
-# --------------------------------------------------------------------------
-def parse_config(
-    cls: type,
-    presets: dict[str, dict[str, Any]],
-    argv: Sequence[str] | None,
-    doc: str,
-    extra_checks: Callable[[Any], list[str]] | None = None,
-) -> Any:
-    """``--preset`` picks defaults; every dataclass field is a ``--flag``."""
-    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
-    parser.add_argument(
-        "--preset", choices=sorted(presets), default="smoke", help="default: smoke"
-    )
-    defaults = cls()
-    for field in dataclasses.fields(cls):
-        flag = "--" + field.name.replace("_", "-")
-        # Show what each preset sets, since flags only override a preset.
-        shown = {
-            name: preset.get(field.name, getattr(defaults, field.name))
-            for name, preset in presets.items()
-        }
-        help_text = ", ".join(f"{name}: {value}" for name, value in shown.items())
-        if field.type == "list[str]":
-            parser.add_argument(flag, nargs="+", metavar="str", help=help_text)
-        elif field.type == "bool":
-            parser.add_argument(
-                flag, action=argparse.BooleanOptionalAction, help=help_text
-            )
-        else:
-            kind = {"int": int, "float": float, "str": str}[str(field.type)]
-            parser.add_argument(flag, type=kind, metavar=kind.__name__, help=help_text)
-    args = parser.parse_args(argv)
-    values = {**presets[args.preset]}
-    for field in dataclasses.fields(cls):
-        given = getattr(args, field.name)
-        if given is not None:
-            values[field.name] = given
-    cfg = cls(**values)
-    problems = validate_config(cfg) + (extra_checks(cfg) if extra_checks else [])
-    if problems:
-        parser.error("; ".join(problems))
-    return cfg
-
-
-def validate_config(cfg: Any) -> list[str]:
-    """Reject nonsense early, with the flag's name, instead of a deep traceback."""
-    problems = []
-    for field in dataclasses.fields(cfg):
-        value = getattr(cfg, field.name)
-        flag = "--" + field.name.replace("_", "-")
-        if type(value) is int and field.name != "seed" and value < 0:
-            problems.append(f"{flag} must be >= 0, got {value}")
-        if isinstance(value, float) and not math.isfinite(value):
-            problems.append(f"{flag} must be finite, got {value}")
-    for name in ("num_envs", "batch_size", "train_every", "eval_envs", "log_every"):
-        if getattr(cfg, name, 1) < 1:
-            problems.append(f"--{name.replace('_', '-')} must be >= 1")
-    for name in ("eps_start", "eps_mid", "eps_end", "eval_epsilon", "gamma"):
-        if not 0.0 <= getattr(cfg, name, 0.0) <= 1.0:
-            problems.append(f"--{name.replace('_', '-')} must lie in [0, 1]")
-    if getattr(cfg, "family", "ale") not in FAMILIES:
-        families = sorted(FAMILIES)
-        problems.append(f"--family must be one of {families}, got {cfg.family!r}")
-        return problems
-    if getattr(cfg, "optimizer", "adam") not in ("adam", "rmsprop"):
-        problems.append(f"--optimizer must be adam or rmsprop, got {cfg.optimizer!r}")
-    if getattr(cfg, "learning_rate", 1.0) <= 0:
-        problems.append("--learning-rate must be > 0")
-    if getattr(cfg, "buffer_size", 0) < STACK + 2:
-        problems.append(f"--buffer-size must be >= {STACK + 2}")
-    if hasattr(cfg, "learning_starts") and cfg.learning_starts < cfg.batch_size:
-        problems.append("--learning-starts must be >= --batch-size")
-    if getattr(cfg, "eps_end_step", 1) < getattr(cfg, "eps_mid_step", 0):
-        problems.append("--eps-end-step must be >= --eps-mid-step")
-    games = cfg.games if hasattr(cfg, "games") else [cfg.game]
-    for game in games:
-        try:
-            FAMILIES[cfg.family].check_game(game)
-        except ValueError as err:
-            problems.append(str(err))
-    return problems
 
 
 # --------------------------------------------------------------------------
@@ -520,6 +435,23 @@ FAMILIES: dict[str, Family] = {
         fire_on_life_loss=frozenset(),
     ),
 }
+
+
+def config_checks(cfg: Any) -> list[str]:
+    """The checks of a DQN or actor-mimic config that involve several fields
+    (``examples/_config.py`` checks each field's own bounds)."""
+    problems = []
+    if cfg.learning_starts < cfg.batch_size:
+        problems.append("--learning-starts must be >= --batch-size")
+    if cfg.eps_end_step < cfg.eps_mid_step:
+        problems.append("--eps-end-step must be >= --eps-mid-step")
+    games = cfg.games if hasattr(cfg, "games") else [cfg.game]
+    for game in games:
+        try:
+            FAMILIES[cfg.family].check_game(game)
+        except ValueError as err:
+            problems.append(str(err))
+    return problems
 
 
 # --------------------------------------------------------------------------

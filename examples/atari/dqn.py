@@ -34,18 +34,20 @@ import keras
 import numpy as np
 from keras import layers, ops
 
+from examples._config import option, parse_config
 from examples.atari.common import (
     FAMILIES,
+    STACK,
     Family,
     Game,
     Recent,
     Run,
     Throughput,
     compiled_train_step,
+    config_checks,
     format_stat,
     linear_epsilon,
     load_local_replay,
-    parse_config,
     resume,
     save_expert,
     save_local_replay,
@@ -54,43 +56,53 @@ from examples.atari.common import (
 
 
 # --------------------------------------------------------------------------
-# Configuration: the dataclass, presets, CLI overrides for each field.
+# Configuration: the dataclass and its presets (examples/_config.py makes
+# every field a flag; a preset sets defaults, the flags given override them).
 # --------------------------------------------------------------------------
 @dataclasses.dataclass
 class DQNConfig:
-    game: str = "Pong"
-    family: str = "ale"  # ale (Atari 2600) or minatar
+    """Settings of one expert run; every field is a command-line flag."""
+
+    game: str = option("Pong", "the game, by its CamelCase name")
+    family: str = option(
+        "ale", "ale (Atari 2600, ale-py) or minatar", choices=tuple(FAMILIES)
+    )
     seed: int = 1
-    total_steps: int = 30_000_000
-    num_envs: int = 1  # Nature DQN acts in one emulator
-    buffer_size: int = 1_000_000
-    learning_starts: int = 50_000
-    train_every: int = 4
-    batch_size: int = 32
-    optimizer: str = "adam"  # adam, or rmsprop (centered, as MinAtar's DQN)
-    learning_rate: float = 1e-5
+    total_steps: int = option(30_000_000, "training budget, agent steps")
+    num_envs: int = option(1, "environments acting together", at_least=1)
+    buffer_size: int = option(1_000_000, "replay capacity", at_least=STACK + 2)
+    learning_starts: int = option(50_000, "agent steps before the first update")
+    train_every: int = option(4, "agent steps per update", at_least=1)
+    batch_size: int = option(32, "transitions per update", at_least=1)
+    optimizer: str = option(
+        "adam",
+        "adam, or rmsprop (centered, as MinAtar's DQN)",
+        choices=("adam", "rmsprop"),
+    )
+    learning_rate: float = option(1e-5, above=0)
     adam_epsilon: float = 1.5e-4
     rmsprop_rho: float = 0.95
     rmsprop_epsilon: float = 0.01
-    gamma: float = 0.99
+    gamma: float = option(0.99, "discount", at_least=0, at_most=1)
     target_update_every: int = 40_000  # 10k updates × 4 steps, Nature's C
-    eps_start: float = 1.0
-    eps_mid: float = 0.1
+    # ε-greedy: eps_start → eps_mid by eps_mid_step → eps_end by eps_end_step.
+    eps_start: float = option(1.0, at_least=0, at_most=1)
+    eps_mid: float = option(0.1, at_least=0, at_most=1)
     eps_mid_step: int = 1_000_000
-    eps_end: float = 0.01
+    eps_end: float = option(0.01, at_least=0, at_most=1)
     eps_end_step: int = 15_000_000  # then 0.1 → 0.01 by half of training
     max_episode_frames: int = 18_000  # emulator frames (5 minutes)
-    noop_max: int = 20
-    eval_every: int = 250_000
-    eval_steps: int = 125_000
-    eval_envs: int = 8
-    eval_epsilon: float = 0.05
-    log_every: int = 10_000
+    noop_max: int = 20  # no-op actions at most at an episode's start (Atari)
+    eval_every: int = 250_000  # agent steps between evaluations
+    eval_steps: int = 125_000  # agent steps per evaluation
+    eval_envs: int = option(8, "environments of the evaluation", at_least=1)
+    eval_epsilon: float = option(0.05, "ε of the evaluation", at_least=0, at_most=1)
+    log_every: int = option(10_000, "agent steps per row of train.csv", at_least=1)
     checkpoint_every: int = 250_000
     # Also save the replay and the environments' state beside the checkpoint
     # (MinAtar only), so that a resume continues exactly where it stopped.
     save_replay: bool = False
-    run_dir: str = "runs/dqn"
+    run_dir: str = option("runs/dqn", "where the logs and checkpoints go")
 
 
 # MinAtar's examples/dqn.py (Young & Tian, 2019): replay 100k, batch 32, one
@@ -421,7 +433,9 @@ def train(cfg: DQNConfig) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    cfg = parse_config(DQNConfig, DQN_PRESETS, argv, __doc__)
+    cfg = parse_config(
+        DQNConfig, DQN_PRESETS, argv, __doc__, config_checks, default_preset="smoke"
+    )
     return train(cfg)
 
 
