@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -322,8 +323,13 @@ def restore_replay(run: Run, agent: DQNAgent, game: Game) -> None:
     cfg, step = run.cfg, run.step
     restored = None
     if cfg.save_replay:
-        path = run.run_dir / "replay.npz"
-        restored = load_local_replay(path, game.replay, game.envs, step)
+        # The pending file is the newer one when a kill fell between the
+        # checkpoint and its rename (see `checkpoint`).
+        for name in (_REPLAY, _PENDING_REPLAY):
+            path = run.run_dir / name
+            restored = load_local_replay(path, game.replay, game.envs, step)
+            if restored is not None:
+                break
     if restored is not None:
         game.obs, game.returns = restored
         print(
@@ -380,15 +386,23 @@ def log_progress(
     state["next_log"] += run.cfg.log_every
 
 
+# The local replay (MinAtar, `--save-replay`) and the one being written.
+_REPLAY = "replay.npz"
+_PENDING_REPLAY = "replay.next.npz"
+
+
 def checkpoint(run: Run, agent: DQNAgent, game: Game) -> None:
     """The training checkpoint, the expert's weights and (MinAtar) the replay."""
-    if run.cfg.save_replay and hasattr(game.replay, "state_arrays"):
-        # First the replay, then the checkpoint that points at it: a kill in
-        # between leaves a checkpoint whose step does not match, and the
-        # resume refills instead of mixing the two.
-        path = run.run_dir / "replay.npz"
-        save_local_replay(path, game.replay, game.envs, game.returns, run.step)
+    save_replay = run.cfg.save_replay and hasattr(game.replay, "state_arrays")
+    pending = run.run_dir / _PENDING_REPLAY
+    if save_replay:
+        # The new replay is written beside the old one, then the checkpoint,
+        # then the rename: a kill at any point leaves a replay file whose step
+        # matches the checkpoint, so the resume is exact.
+        save_local_replay(pending, game.replay, game.envs, game.returns, run.step)
     run.save_checkpoint(agent.models, agent.optimizer)
+    if save_replay:
+        os.replace(pending, run.run_dir / _REPLAY)
     save_expert(run.run_dir, agent.q_net)
 
 
