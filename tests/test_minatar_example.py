@@ -365,3 +365,26 @@ def test_study_runs_end_to_end_then_skips_finished_runs(
     assert "(n=1)" in body and "pending" not in body.split("Pending")[0].lower()
     assert (tmp_path / "curves_single.png").exists()
     assert (tmp_path / "curves_all.png").exists()
+
+
+def test_study_skips_a_student_that_another_process_trains(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """Two study processes (one per core) share the run list: a run whose
+    lock a live process holds is left to it; an unlocked one is trained."""
+    calls: list[list[str]] = []
+    monkeypatch.setattr(actor_mimic, "main", lambda argv: calls.append(argv))
+    run = dict(games=["Breakout"], loss="cc", temperature=1.0, seed=1)
+    run_dir = minatar_study.student_dir(tmp_path, run)
+    run_dir.mkdir(parents=True)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (run_dir / "lock").write_text(str(other.pid))
+        minatar_study.run_student(tmp_path, run, [])
+        assert calls == []
+    finally:
+        other.kill()
+        other.wait()
+    minatar_study.run_student(tmp_path, run, [])
+    assert len(calls) == 1 and str(run_dir) in calls[0]
+    assert not (run_dir / "lock").exists()

@@ -36,6 +36,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from examples._run_lock import RunLock
+
 GAMES: tuple[str, ...] = ("Breakout", "Freeway", "SpaceInvaders", "Asterix", "Seaquest")
 # Agent steps (= frames) per expert, in training order; see the docstring.
 EXPERT_FRAMES: dict[str, int] = {
@@ -141,17 +143,24 @@ def student_dir(out: Path, run: dict[str, Any]) -> Path:
 
 
 def run_student(out: Path, run: dict[str, Any], extra: Sequence[str]) -> None:
+    """Train one student unless it is finished or another study process is
+    training it (so two processes, one per core, can share the study)."""
     from examples.atari import actor_mimic
 
     run_dir = student_dir(out, run)
     total = STUDENT_FRAMES
     if finished(run_dir, total):
         return
-    print(f"[study] student {run_dir}", flush=True)
-    flags = ["--games", *run["games"], "--loss", run["loss"]]
-    flags += ["--temperature", str(run["temperature"]), "--seed", str(run["seed"])]
-    flags += ["--total-steps", str(total), "--experts-dir", str(out / "experts")]
-    _timed_run(actor_mimic.main, flags, run_dir, extra)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with RunLock(run_dir) as locked:
+        # Re-read: another process may have finished it meanwhile.
+        if not locked or finished(run_dir, total):
+            return
+        print(f"[study] student {run_dir}", flush=True)
+        flags = ["--games", *run["games"], "--loss", run["loss"]]
+        flags += ["--temperature", str(run["temperature"]), "--seed", str(run["seed"])]
+        flags += ["--total-steps", str(total), "--experts-dir", str(out / "experts")]
+        _timed_run(actor_mimic.main, flags, run_dir, extra)
 
 
 def run_students(out: Path, games: Sequence[str], extra: Sequence[str]) -> None:

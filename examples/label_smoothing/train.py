@@ -40,6 +40,7 @@ if __name__ == "__main__" and not __package__:
     os.execv(sys.executable, [sys.executable, *_argv])
 
 from examples._config import option, parse_config
+from examples._run_lock import RunLock
 from examples.label_smoothing import LOSSES
 from examples.label_smoothing.data import DATASETS
 
@@ -383,7 +384,7 @@ def run(cfg: TrainConfig) -> int:
             return 2
     if _already_finished(out, cfg.epochs):
         return 0
-    with _RunLock(out) as locked:
+    with RunLock(out) as locked:
         if not locked:
             print(f"{out}: being trained by another process; skipped.")
             return BUSY
@@ -406,53 +407,6 @@ def _already_finished(out: Path, epochs: int) -> bool:
 
 # Exit status of a run that another process is training (not a failure).
 BUSY = 3
-
-
-class _RunLock:
-    """``<run>/lock`` holds the training process's pid while it trains.
-
-    Several runners may share an ``--out`` (e.g. one per machine or per
-    seed range); the lock keeps two of them off the same run. A lock whose
-    process is gone (a crash) is taken over.
-    """
-
-    def __init__(self, out: Path):
-        self.path = out / "lock"
-        self.held = False
-
-    def __enter__(self) -> bool:
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                if self._owner_alive():
-                    return False
-                self.path.unlink(missing_ok=True)  # stale: its process died
-                continue
-            with os.fdopen(fd, "w") as f:
-                f.write(str(os.getpid()))
-            self.held = True
-            return True
-        return False
-
-    def _owner_alive(self) -> bool:
-        try:
-            pid = int(self.path.read_text())
-        except (OSError, ValueError):
-            return False
-        if pid == os.getpid():
-            return False  # left over by this very process
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-
-    def __exit__(self, *exc) -> None:
-        if self.held:
-            self.path.unlink(missing_ok=True)
 
 
 def train(cfg: TrainConfig, out: Path, start_epoch: int) -> None:
