@@ -388,3 +388,18 @@ def test_study_skips_a_student_that_another_process_trains(
     minatar_study.run_student(tmp_path, run, [])
     assert len(calls) == 1 and str(run_dir) in calls[0]
     assert not (run_dir / "lock").exists()
+
+
+def test_report_wall_time_counts_each_logged_interval_once(tmp_path: Path) -> None:
+    """A two-game student logs one row per game at each step, with the
+    per-game rate: 5000 frames at 1000/s, then 5000 at 500/s = 15 s."""
+    from examples.atari import minatar_report
+
+    header = "step,game,steps_per_s\n"
+    body = "".join(
+        f"{step},{game},{rate}\n"
+        for step, rate in ((5000, 1000.0), (10000, 500.0))
+        for game in ("Breakout", "Freeway")
+    )
+    (tmp_path / "train.csv").write_text(header + body)
+    assert minatar_report.wall_seconds(tmp_path) == pytest.approx(15.0)

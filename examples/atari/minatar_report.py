@@ -118,7 +118,7 @@ def expert_table(out: Path, games: Sequence[str]) -> tuple[list[str], dict]:
         ]
         train_ret = float(np.mean(tail)) if tail else float("nan")
         ratio = f"{train_ret / ref:.2f}" if ref else "–"
-        wall = _wall(run_dir)
+        wall = _minutes(wall_seconds(run_dir))
         lines.append(
             f"| {game} | {total / 1e6:g}M ({total / 5e6:.0%}) | "
             f"{finals[game]:.2f} (sd {float(last['eval_return_std']):.2f} over "
@@ -128,19 +128,28 @@ def expert_table(out: Path, games: Sequence[str]) -> tuple[list[str], dict]:
     return lines, finals
 
 
-def _wall(run_dir: Path) -> str:
+def wall_seconds(run_dir: Path) -> float:
     """Training time summed over the logged intervals of ``train.csv``.
 
     Each row's rate covers the frames since the previous row (evaluations
     and checkpoints included), so the sum survives kills and resumes; it
     leaves out start-up, compilation and the replay refill after a resume.
+    A multi-game student logs one row per game at the same step, with the
+    per-game rate, so one game's rows cover the run.
     """
+    rows = read_rows(run_dir / "train.csv")
     seconds, previous = 0.0, 0
-    for row in read_rows(run_dir / "train.csv"):
+    for row in rows:
+        if row["game"] != rows[0]["game"]:
+            continue
         step, rate = int(row["step"]), float(row["steps_per_s"])
         if rate > 0:
             seconds += (step - previous) / rate
         previous = step
+    return seconds
+
+
+def _minutes(seconds: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds else "–"
 
 
@@ -326,6 +335,31 @@ def plot_curves(out: Path, games: Sequence[str]) -> list[Path]:
     return written
 
 
+def wall_table(out: Path, games: Sequence[str]) -> list[str]:
+    """Minutes per finished student run, by setting, and the study's total
+    (one core each, two runs at a time on the two-core machine)."""
+    lines = [
+        "| students | loss | T | finished runs | minutes per run | total |",
+        "|---|---|---|---|---|---|",
+    ]
+    per_setting: dict[tuple[str, str, float], list[float]] = {}
+    for run in study.student_runs(games):
+        group = run["games"][0] if len(run["games"]) == 1 else "all five"
+        key = (group, run["loss"], run["temperature"])
+        runs = per_setting.setdefault(key, [])
+        if student_finals(out, run):
+            runs.append(wall_seconds(study.student_dir(out, run)))
+    for (group, loss, t), seconds in per_setting.items():
+        each = mean_std([s / 60 for s in seconds], digits=0)
+        lines.append(
+            f"| {group} | {LABELS[loss]} | {t:g} | {len(seconds)} | {each} "
+            f"| {_minutes(sum(seconds))} |"
+        )
+    total = sum(sum(v) for v in per_setting.values())
+    lines.append(f"| all | | | | | {total / 3600:.1f} CPU-hours |")
+    return lines
+
+
 def report(out: Path, games: Sequence[str]) -> str:
     lines, finals = expert_table(out, games)
     results = collect(out, games)
@@ -335,6 +369,8 @@ def report(out: Path, games: Sequence[str]) -> str:
     for t in (1.0, 0.1):
         text += [f"## All five games, one student (T = {t:g})", ""]
         text += student_table(results, finals, games, "all", t) + [""]
+    text += ["## Wall time of the student runs", ""]
+    text += wall_table(out, games) + [""]
     pending = [
         str(study.student_dir(out, run))
         for run in study.student_runs(games)
