@@ -14,7 +14,9 @@ Every run writes into its own directory under ``--out`` (default
 Q-network or student weights and a training checkpoint of a few MB). A
 command that is started again skips finished runs and resumes unfinished
 ones from their checkpoint, so the study can be stopped at any time and
-continued from a fresh clone. The replay buffer is saved beside the
+continued from a fresh clone. Several processes (one per core) may run
+``students`` at once: each student run is locked while it trains
+(``examples/_run_lock.py``). The replay buffer is saved beside the
 checkpoint (``replay.npz``, tens of MB, not committed): with it a resume
 continues exactly; without it (a fresh clone) the replay is refilled by
 acting with the current policy before training continues.
