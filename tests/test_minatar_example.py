@@ -6,6 +6,7 @@ kill-and-resume. Each smoke run takes seconds on two CPU cores.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -278,6 +279,67 @@ def test_amn_learner_pads_channels_and_matches_reference(loss: str) -> None:
     np.testing.assert_allclose(got, expected, rtol=2e-4, atol=2e-4)
 
 
+def test_amn_learner_scales_the_cc_logits_by_k_plus_1() -> None:
+    """`--cc-logit-scale K+1`: Freeway's CC loss sees 4·z (K = 3)."""
+    student = minatar_env.minatar_cnn(3, 7, name="s")
+    expert = minatar_env.minatar_cnn(3, 7, name="e")
+    own = np.array([0, 1, 2])
+    amn = actor_mimic.amn_learner(student, expert, own, 1.0, "cc", "Freeway", "K+1")
+    x = np.random.default_rng(1).integers(0, 2, (8, 10, 10, 7)).astype(np.uint8)
+    z = np.asarray(student.predict_on_batch(x), np.float64)
+    q = np.asarray(expert.predict_on_batch(x), np.float64)
+    got = float(np.asarray(amn.loss_fn(None, amn.predict_on_batch(x))))
+    np.testing.assert_allclose(got, reference_amn_loss(4 * z, q, "cc"), rtol=2e-4)
+    # The policy is the raw logits' argmax: the scale does not touch it.
+    np.testing.assert_allclose(amn.actor.predict_on_batch(x), z, rtol=1e-5)
+
+
+@pytest.mark.parametrize("k", [3, 6])
+def test_cc_with_logit_scale_k_plus_1_steps_like_cross_entropy_near_uniform(
+    k: int,
+) -> None:
+    """Near uniform targets the gradient of the CC loss at s·z, s = K + 1, is
+    K + 1 times cross-entropy's (which Adam's normalisation cancels), so both
+    losses stop at the same logits; at s = 1 the CC still pulls hard at
+    cross-entropy's optimum (its own lies K + 1 times further out)."""
+    from keras_cc.ops import cc_mean
+
+    rng = np.random.default_rng(k)
+    y = 1 / k + 0.01 * rng.standard_normal((16, k))
+    y /= y.sum(1, keepdims=True)
+
+    def cc_grad(z: np.ndarray, scale: float) -> np.ndarray:
+        # d/dz [log C(s z) - s z·y] = s (E_CC(s z)[x] - y)
+        mean = np.asarray(cc_mean((scale * z).astype(np.float32)), np.float64)
+        return scale * (mean - y)
+
+    def xe_grad(z: np.ndarray) -> np.ndarray:
+        return np.exp(z) / np.exp(z).sum(1, keepdims=True) - y
+
+    def size(g: np.ndarray) -> float:
+        return float(np.abs(g).max())
+
+    s = actor_mimic.cc_logit_scale("K+1", k)
+    assert s == k + 1
+    z = 0.01 * rng.standard_normal((16, k))
+    assert size(cc_grad(z, s) - s * xe_grad(z)) < 0.05 * size(s * xe_grad(z))
+    xe_optimum = np.log(y) - np.log(y).mean(1, keepdims=True)
+    start = np.zeros_like(y)
+    assert size(xe_grad(xe_optimum)) < 1e-9 * size(xe_grad(start))
+    assert size(cc_grad(xe_optimum, s)) < 0.05 * size(cc_grad(start, s))
+    assert size(cc_grad(xe_optimum, 1.0)) > 0.5 * size(cc_grad(start, 1.0))
+
+
+def test_cc_logit_scale_flag_rejects_bad_values() -> None:
+    assert actor_mimic.parse_logit_scale("k+1") == "K+1"
+    assert actor_mimic.cc_logit_scale("2.5", 6) == 2.5
+    for bad in ("0", "-1", "nan", "inf", "K+2"):
+        with pytest.raises(ValueError, match="--cc-logit-scale"):
+            actor_mimic.parse_logit_scale(bad)
+    cfg = actor_mimic.AMNConfig(loss="xe", cc_logit_scale="3", fresh_experts=True)
+    assert any("applies to --loss cc only" in p for p in actor_mimic.amn_checks(cfg))
+
+
 # ------------------------------------------------------- kill and resume ----
 def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
@@ -345,6 +407,7 @@ def test_study_runs_end_to_end_then_skips_finished_runs(
     monkeypatch.setattr(minatar_study, "STUDENT_FRAMES", 96)
     monkeypatch.setattr(minatar_study, "SEEDS", (1,))
     monkeypatch.setattr(minatar_report, "RANDOM_EPISODES", 3)
+    monkeypatch.setattr(minatar_report, "TARGET_STEPS", 4)
     tiny = ["--buffer-size", "256", "--learning-starts", "32", "--batch-size", "8"]
     tiny += ["--eval-every", "96", "--eval-steps", "120", "--eval-envs", "2"]
     tiny += ["--log-every", "32", "--checkpoint-every", "32"]
@@ -353,7 +416,9 @@ def test_study_runs_end_to_end_then_skips_finished_runs(
     argv = ["all", "--out", str(tmp_path), "--games", *games, *tiny]
     minatar_study.main(argv)
     runs = minatar_study.student_runs(games)
-    assert len(runs) == 2 * 2 + 2 * 2  # (alone + together at two T) × losses
+    # (alone + together at two T) × (AMN, CC-AMN), then CC-AMN ×(K+1) alone
+    # and together at T = 1
+    assert len(runs) == 2 * 2 + 2 * 2 + 3
     for run in runs:
         assert minatar_study.finished(minatar_study.student_dir(tmp_path, run), 96)
     assert (tmp_path / "experts" / "SpaceInvaders" / "expert.npz").exists()
@@ -362,6 +427,9 @@ def test_study_runs_end_to_end_then_skips_finished_runs(
     assert "[dqn]" not in capsys.readouterr().out  # nothing retrained
     body = minatar_study.main(["report", "--out", str(tmp_path), "--games", *games])
     assert "Pending student runs: 0" in body
+    sharpness = json.loads((tmp_path / "expert_targets.json").read_text())
+    assert sharpness["Breakout"]["states"] == 4 * 8
+    assert 1 / 3 <= sharpness["Breakout"]["top_probability_T1"] <= 1
     assert "(n=1)" in body and "pending" not in body.split("Pending")[0].lower()
     assert (tmp_path / "curves_single.png").exists()
     assert (tmp_path / "curves_all.png").exists()

@@ -60,6 +60,43 @@ from examples.atari.common import (
 )
 
 LOSSES = ("xe", "cc")
+# `--cc-logit-scale K+1`: the per-game scale that matches the CC's curvature
+# at the uniform point to cross-entropy's (see `cc_logit_scale`).
+PER_GAME_SCALE = "K+1"
+
+
+def parse_logit_scale(text: str) -> str:
+    """`--cc-logit-scale`: "K+1" or a positive finite number, kept as text."""
+    if text.strip().upper() == PER_GAME_SCALE:
+        return PER_GAME_SCALE
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(
+            f'--cc-logit-scale must be "{PER_GAME_SCALE}" or a positive number; '
+            f"got {text!r}"
+        )
+    return f"{value:g}"
+
+
+def cc_logit_scale(spec: str, num_actions: int) -> float:
+    """The scale s of the logits the CC loss sees, for a game of K actions.
+
+    Near uniform targets (expert Q-values that differ by much less than T,
+    as on most MinAtar states at T = 1) both losses are close to quadratic
+    in the logits z. Their gradients agree at z = 0, but the CC's curvature
+    is that of the uniform distribution on the simplex, `Cov = (I - 11ᵀ/K) /
+    (K(K + 1))`, K + 1 times smaller than the softmax's `(I - 11ᵀ/K) / K`:
+    the CC optimum sits at K + 1 times larger logits and, with Adam's
+    steps of about the learning rate, is reached K + 1 times later. Feeding
+    the CC `s·z` with s = K + 1 makes its gradient (K + 1) times
+    cross-entropy's to first order, which Adam's normalisation cancels.
+    """
+    if spec == PER_GAME_SCALE:
+        return float(num_actions + 1)
+    return float(parse_logit_scale(spec))
 
 
 @dataclasses.dataclass
@@ -72,6 +109,13 @@ class AMNConfig:
     )
     loss: str = option("xe", "xe: AMN (cross-entropy); cc: CC-AMN", choices=LOSSES)
     temperature: float = option(1.0, "T of the targets softmax(Q / T)", above=0)
+    cc_logit_scale: str = option(
+        "1",
+        f'--loss cc only: the CC loss sees s·logits; s a positive number or "'
+        f'{PER_GAME_SCALE}" (per game, K its number of actions)',
+        parse=parse_logit_scale,
+        metavar="S",
+    )
     experts_dir: str = "runs/experts"  # holds <Game>/checkpoint.npz from dqn.py
     fresh_experts: bool = False  # random experts: for smoke tests only
     seed: int = 1
@@ -174,6 +218,16 @@ def amn_checks(cfg: AMNConfig) -> list[str]:
         problems.append("--games needs at least one game")
     if len(set(cfg.games)) != len(cfg.games):
         problems.append(f"--games lists a game twice: {cfg.games}")
+    try:
+        scale = parse_logit_scale(cfg.cc_logit_scale)
+    except ValueError as error:
+        problems.append(str(error))
+    else:
+        if cfg.loss != "cc" and scale != "1":
+            problems.append(
+                f"--cc-logit-scale {cfg.cc_logit_scale} applies to --loss cc only "
+                f"(got --loss {cfg.loss})"
+            )
     if not cfg.fresh_experts:
         missing = [
             g
@@ -222,6 +276,7 @@ def amn_learner(
     temperature: float,
     loss: str,
     game: str,
+    logit_scale: str = "1",
 ) -> keras.Model:
     """One game's view of the student, with its frozen expert alongside.
 
@@ -229,7 +284,8 @@ def amn_learner(
     the union layout) and the expert's Q-values, both divided by T. The loss
     turns the second half into the target softmax(Q / T) and fits the first
     half to it: cross-entropy (AMN) or the CC negative log-likelihood
-    (CC-AMN), whose normaliser runs over exactly this game's actions. One
+    (CC-AMN, on `s·logits` with s from ``cc_logit_scale``), whose
+    normaliser runs over exactly this game's actions. One
     compiled ``train_on_batch`` call per update on any backend; all games'
     learners share the student's layers and one optimizer.
     """
@@ -253,7 +309,9 @@ def amn_learner(
     model.actor = keras.Model(obs, logits, name=f"actor_{game}")
     k = len(idx)
     if loss == "cc":
-        fit = keras_cc.losses.ContinuousCategoricalCrossentropy(from_logits=True)
+        fit = keras_cc.losses.ContinuousCategoricalCrossentropy(
+            from_logits=True, logit_scale=cc_logit_scale(logit_scale, k)
+        )
     else:
         fit = keras.losses.CategoricalCrossentropy(from_logits=True)
 
@@ -302,7 +360,13 @@ def build_student(cfg: AMNConfig, family: Family) -> Student:
     learners, train_steps = {}, {}
     for g in games:
         learners[g] = amn_learner(
-            student, experts[g], game_actions[g], cfg.temperature, cfg.loss, g
+            student,
+            experts[g],
+            game_actions[g],
+            cfg.temperature,
+            cfg.loss,
+            g,
+            cfg.cc_logit_scale,
         )
         learners[g].compile(optimizer=optimizer, loss=learners[g].loss_fn)
         # All games' steps share the student's variables and one optimizer.

@@ -35,8 +35,10 @@ PUBLISHED_DQN: dict[str, dict[int, float]] = {
     "Asterix": {1_000_000: 10.0, 1_500_000: 13.0, 5_000_000: 17.0},
     "Seaquest": {1_000_000: 1.0, 2_000_000: 5.0, 2_500_000: 8.0, 5_000_000: 20.0},
 }
-LABELS = {"xe": "AMN", "cc": "CC-AMN"}
+LABELS = {"xe": "AMN", "cc": "CC-AMN", "cc_scaled": "CC-AMN ×(K+1)"}
+COLORS = {"xe": "tab:blue", "cc": "tab:red", "cc_scaled": "tab:purple"}
 RANDOM_EPISODES = 100  # per game, for the random-policy baseline
+TARGET_STEPS = 1_500  # steps of 8 envs per game whose expert targets are measured
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
@@ -81,6 +83,70 @@ def random_returns(out: Path, games: Sequence[str]) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(cached, indent=1))
     return cached
+
+
+def target_sharpness(out: Path, games: Sequence[str]) -> dict:
+    """How far the students' targets softmax(Q/T) are from uniform (cached).
+
+    States come from each expert's own play (ε = 0.05, 8 environments,
+    ``TARGET_STEPS`` steps each); per game: the number of actions K, the mean
+    top target probability at T = 1 and T = 0.1 (uniform is 1/K), and the
+    median gap between the two best Q-values.
+    """
+    from examples.atari.common import load_q_network
+    from examples.atari.minatar_env import MinAtarVectorEnv
+
+    path = out / "expert_targets.json"
+    cached = json.loads(path.read_text()) if path.exists() else {}
+    rng = np.random.default_rng(0)
+    for game in games:
+        if game in cached or not study.expert_ready(out, game):
+            continue
+        q_net = load_q_network(study.expert_dir(out, game), game, "minatar")
+        env = MinAtarVectorEnv(game, 8, seed=2024)
+        obs, _ = env.reset(seed=2024)
+        q_values = []
+        for _ in range(TARGET_STEPS):
+            q = np.asarray(q_net.predict_on_batch(obs), np.float64)
+            q_values.append(q)
+            actions = q.argmax(1)
+            explore = rng.random(len(actions)) < 0.05
+            actions[explore] = rng.integers(0, env.num_actions, explore.sum())
+            obs, *_ = env.step(actions)
+        q = np.concatenate(q_values)
+        top_two = np.sort(q, axis=1)[:, -2:]
+        entry = dict(
+            actions=int(q.shape[1]),
+            states=int(q.shape[0]),
+            median_top_gap=float(np.median(top_two[:, 1] - top_two[:, 0])),
+        )
+        for t in (1.0, 0.1):
+            y = np.exp((q - q.max(1, keepdims=True)) / t)
+            entry[f"top_probability_T{t:g}"] = float((1 / y.sum(1)).mean())
+        cached[game] = entry
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(cached, indent=1))
+    return cached
+
+
+def target_table(out: Path, games: Sequence[str]) -> list[str]:
+    sharpness = target_sharpness(out, games)
+    lines = [
+        "| game | actions K | uniform 1/K | mean top target probability, T = 1 "
+        "| same, T = 0.1 | median gap of the two best Q-values | states |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for game in games:
+        if game not in sharpness:
+            lines.append(f"| {game} | pending | | | | | |")
+            continue
+        e = sharpness[game]
+        lines.append(
+            f"| {game} | {e['actions']} | {1 / e['actions']:.3f} "
+            f"| {e['top_probability_T1']:.3f} | {e['top_probability_T0.1']:.3f} "
+            f"| {e['median_top_gap']:.3f} | {e['states']:,} |"
+        )
+    return lines
 
 
 def expert_table(out: Path, games: Sequence[str]) -> tuple[list[str], dict]:
@@ -183,18 +249,27 @@ def collect(out: Path, games: Sequence[str]) -> dict:
 
 
 def student_table(
-    results: dict, finals: dict[str, float], games: Sequence[str], group: str, t: float
+    results: dict,
+    finals: dict[str, float],
+    games: Sequence[str],
+    group: str,
+    t: float,
+    losses: Sequence[str] = ("xe", "cc"),
 ) -> list[str]:
+    """One row per game: expert, each loss's final return (mean ± sd, n),
+    each as a fraction of the expert's, and the non-finite loss counts."""
+    names = [LABELS[loss] for loss in losses]
     lines = [
-        "| game | expert | AMN (xe) | CC-AMN (cc) | AMN / expert | CC-AMN / expert "
-        "| non-finite losses (AMN, CC-AMN) |",
-        "|---|---|---|---|---|---|---|",
+        f"| game | expert | {' | '.join(names)} | "
+        + " | ".join(f"{name} / expert" for name in names)
+        + f" | non-finite losses ({', '.join(names)}) |",
+        "|---|---|" + "---|" * (2 * len(losses) + 1),
     ]
     for game in games:
         cells = []
         fractions = []
         nonfinite = []
-        for loss in ("xe", "cc"):
+        for loss in losses:
             key = (game if group == "single" else "all", loss, t)
             runs = results.get(key, {}).get(game, [])
             values = [r for _, r, _ in runs]
@@ -207,8 +282,8 @@ def student_table(
             nonfinite.append(str(sum(n for _, _, n in runs)) if runs else "–")
         expert_text = f"{finals[game]:.2f}" if game in finals else "pending"
         lines.append(
-            f"| {game} | {expert_text} | {cells[0]} | {cells[1]} | {fractions[0]} "
-            f"| {fractions[1]} | {', '.join(nonfinite)} |"
+            f"| {game} | {expert_text} | {' | '.join(cells)} | {' | '.join(fractions)} "
+            f"| {', '.join(nonfinite)} |"
         )
     return lines
 
@@ -220,7 +295,6 @@ def plot_curves(out: Path, games: Sequence[str]) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colors = {"xe": "tab:blue", "cc": "tab:red"}
     written = []
     # Experts: evaluation and training returns against the published curve.
     fig, axes = plt.subplots(1, len(games), figsize=(3.6 * len(games), 3.2))
@@ -290,7 +364,7 @@ def plot_curves(out: Path, games: Sequence[str]) -> list[Path]:
                     label="expert (final)",
                 )
             for t in temps:
-                for loss in ("xe", "cc"):
+                for loss in LABELS:
                     curves = []
                     for seed in study.SEEDS:
                         games_run = [game] if group == "single" else list(games)
@@ -312,11 +386,11 @@ def plot_curves(out: Path, games: Sequence[str]) -> list[Path]:
                     mean = values.mean(0)
                     style = "-" if t == 1.0 else ":"
                     label = f"{LABELS[loss]} T={t:g} (n={len(curves)})"
-                    ax.plot(steps, mean, style, color=colors[loss], label=label)
+                    ax.plot(steps, mean, style, color=COLORS[loss], label=label)
                     if len(curves) > 1:
                         sd = values.std(0, ddof=1)
                         ax.fill_between(
-                            steps, mean - sd, mean + sd, color=colors[loss], alpha=0.15
+                            steps, mean - sd, mean + sd, color=COLORS[loss], alpha=0.15
                         )
             ax.set_title(game)
             ax.set_xlabel("frames of this game")
@@ -355,8 +429,16 @@ def wall_table(out: Path, games: Sequence[str]) -> list[str]:
             f"| {group} | {LABELS[loss]} | {t:g} | {len(seconds)} | {each} "
             f"| {_minutes(sum(seconds))} |"
         )
-    total = sum(sum(v) for v in per_setting.values())
-    lines.append(f"| all | | | | | {total / 3600:.1f} CPU-hours |")
+    for part, in_part in (
+        ("main study", lambda loss: loss != "cc_scaled"),
+        ("follow-up (×(K+1))", lambda loss: loss == "cc_scaled"),
+    ):
+        seconds = [
+            s for (_, loss, _), v in per_setting.items() if in_part(loss) for s in v
+        ]
+        lines.append(
+            f"| {part} | | | {len(seconds)} | | {sum(seconds) / 3600:.1f} CPU-hours |"
+        )
     return lines
 
 
@@ -364,11 +446,15 @@ def report(out: Path, games: Sequence[str]) -> str:
     lines, finals = expert_table(out, games)
     results = collect(out, games)
     text = ["## Experts (DQN, one seed each)", "", *lines, ""]
+    text += ["## The students' targets softmax(Q/T) on the experts' states", ""]
+    text += target_table(out, games) + [""]
+    # The follow-up (CC-AMN ×(K+1)) is run at T = 1 only.
     text += ["## Each game alone (T = 1)", ""]
-    text += student_table(results, finals, games, "single", 1.0) + [""]
-    for t in (1.0, 0.1):
-        text += [f"## All five games, one student (T = {t:g})", ""]
-        text += student_table(results, finals, games, "all", t) + [""]
+    text += student_table(results, finals, games, "single", 1.0, tuple(LABELS))
+    for t, losses in ((1.0, tuple(LABELS)), (0.1, ("xe", "cc"))):
+        text += ["", f"## All five games, one student (T = {t:g})", ""]
+        text += student_table(results, finals, games, "all", t, losses)
+    text += [""]
     text += ["## Wall time of the student runs", ""]
     text += wall_table(out, games) + [""]
     pending = [

@@ -4,7 +4,7 @@
     python -m examples.atari.minatar_study experts
     # 2. students from the committed experts: each game alone and all five
     #    together, AMN (xe) and CC-AMN (cc), T = 1, 3 seeds; then T = 0.1 for
-    #    all five
+    #    all five; then CC-AMN with the logit scale K + 1 at T = 1
     python -m examples.atari.minatar_study students
     # 3. tables (Markdown) and curves (PNG) from whatever has finished
     python -m examples.atari.minatar_study report
@@ -53,6 +53,13 @@ EXPERT_FRAMES: dict[str, int] = {
 STUDENT_FRAMES = 200_000
 DEFAULT_OUT = Path("examples/atari/results/minatar")
 SEEDS: tuple[int, ...] = (1, 2, 3)
+# The study's student losses: AMN, CC-AMN, and CC-AMN whose loss sees the
+# logits times K + 1 (K the game's action count; actor_mimic.cc_logit_scale).
+LOSS_FLAGS: dict[str, list[str]] = {
+    "xe": ["--loss", "xe"],
+    "cc": ["--loss", "cc"],
+    "cc_scaled": ["--loss", "cc", "--cc-logit-scale", "K+1"],
+}
 
 
 def finished(run_dir: Path, total_steps: int) -> bool:
@@ -112,7 +119,8 @@ def student_runs(games: Sequence[str]) -> list[dict[str, Any]]:
 
     Seed by seed, so that a study cut off early has every setting at n = 1
     before any at n = 2: each game alone (AMN, CC-AMN; T = 1), then all five
-    games together at T = 1 and at T = 0.1.
+    games together at T = 1 and at T = 0.1. Then the follow-up: CC-AMN with
+    the per-game logit scale K + 1 (``cc_scaled``), alone and together, T = 1.
     """
     runs = []
     for seed in SEEDS:
@@ -130,6 +138,10 @@ def student_runs(games: Sequence[str]) -> list[dict[str, Any]]:
                             seed=seed,
                         )
                     )
+    for seed in SEEDS:
+        groups = [[game] for game in games] + ([list(games)] if len(games) > 1 else [])
+        for group in groups:
+            runs.append(dict(games=group, loss="cc_scaled", temperature=1.0, seed=seed))
     return runs
 
 
@@ -159,7 +171,7 @@ def run_student(out: Path, run: dict[str, Any], extra: Sequence[str]) -> None:
         if not locked or finished(run_dir, total):
             return
         print(f"[study] student {run_dir}", flush=True)
-        flags = ["--games", *run["games"], "--loss", run["loss"]]
+        flags = ["--games", *run["games"], *LOSS_FLAGS[run["loss"]]]
         flags += ["--temperature", str(run["temperature"]), "--seed", str(run["seed"])]
         flags += ["--total-steps", str(total), "--experts-dir", str(out / "experts")]
         _timed_run(actor_mimic.main, flags, run_dir, extra)
