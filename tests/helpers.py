@@ -80,6 +80,22 @@ def compiled(fn: Callable, xla: bool = False) -> Callable:
     raise NotImplementedError(backend)
 
 
+def for_sweeps(fn: Callable) -> Callable:
+    """``fn`` as a test that sweeps many input shapes should call it.
+
+    Under JAX, ``jax.jit``: eager JAX compiles every primitive again for each
+    new shape, which makes a sweep over a dozen shapes minutes slower than
+    one compiled program per shape. Elsewhere ``fn`` unchanged (eager
+    TensorFlow is fast and a ``tf.function`` would retrace per shape). That
+    the eager and compiled paths agree is tested on its own in test_ops.py.
+    """
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return jax.jit(fn)
+    return fn
+
+
 def run_python(code: str, env: dict | None = None, timeout: int = 240) -> str:
     """Run `code` in a fresh interpreter (fresh TF/Keras state); return stdout."""
     full_env = dict(os.environ)
