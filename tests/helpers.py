@@ -87,7 +87,8 @@ def for_sweeps(fn: Callable) -> Callable:
     new shape, which makes a sweep over a dozen shapes minutes slower than
     one compiled program per shape. Elsewhere ``fn`` unchanged (eager
     TensorFlow is fast and a ``tf.function`` would retrace per shape). That
-    the eager and compiled paths agree is tested on its own in test_ops.py.
+    the eager and compiled paths agree is tested on its own
+    (``test_compiled_refinement_matches_eager_row_by_row`` in test_ops.py).
     """
     if keras.backend.backend() == "jax":
         import jax

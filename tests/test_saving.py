@@ -174,7 +174,7 @@ def test_keras_file_written_by_version_0_1_loads():
     predictions = model.predict(saved["x"], verbose=0)
     # float32 matmuls round differently on other CPUs (about 1e-7 absolute);
     # weights that failed to load would be off by about 0.1.
-    tolerance = dict(rtol=1e-5, atol=1e-6)
+    tolerance = dict(rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(predictions["soft"], saved["pred_soft"], **tolerance)
     np.testing.assert_allclose(predictions["label"], saved["pred_label"], **tolerance)
     labels = saved["labels"]
