@@ -691,3 +691,89 @@ def covariance_from_state(quad: Quadrature, full: bool = True):
         _covariance_rows(quad.contour, quad.coarse, full),
         lambda c, rule: _covariance_rows(c, rule, full),
     )
+
+
+# --------------------------------------------------------------------------
+# The inverse of the mean map: natural parameters from a mean.
+# --------------------------------------------------------------------------
+# Newton steps of the inverse mean map per dtype. The start (below) is within
+# a few per cent of the root in both asymptotic regimes, and each step
+# squares the relative error; the tests check the result against the mpmath
+# mean at every regime of docs/numerics.md.
+_INVERSE_STEPS = {"float32": 4, "float64": 6}
+# The smallest mean a class gets in the inverse mean map. Its natural
+# parameter sits about 1/p below the top, and the covariance that Newton's
+# method solves with holds p^2; below these floors p^2 leaves the dtype's
+# normal range (float32: 2^-48 ~ 3.6e-15, so p^2 ~ 1.3e-29).
+_MEAN_FLOOR_LOG2 = {"float32": -48, "float64": -480}
+
+
+def mean_floor(dtype: str) -> float:
+    """The smallest class mean the inverse mean map resolves, per dtype."""
+    return 2.0 ** _MEAN_FLOOR_LOG2[compute_dtype(dtype)]
+
+
+def scaled_tail_solve(cov, rhs, mean, top):
+    """``v`` with ``(D^-1 Cov D^-1) v = rhs`` off the top class, ``D = diag(mean)``.
+
+    ``Cov`` is singular along the all-ones vector (a common shift of the
+    logits changes nothing) and spans eigenvalues from ~mean_k^2 (a class far
+    below the top is nearly an exponential variable) to O(1). Scaled by the
+    means and restricted to the classes other than the top one (whose row
+    and column become the identity, and ``v_top = 0``), the matrix is close
+    to the identity in the tail and well conditioned near the uniform point.
+    ``Cov^-1 r`` on those classes is ``v / mean`` for ``rhs = r / mean``.
+    """
+    rest = 1.0 - top
+    inv = rest / mean  # 0 on the top class
+    scaled = cov * (ops.expand_dims(inv, -1) * ops.expand_dims(inv, -2))
+    scaled = scaled + ops.expand_dims(top, -1) * ops.expand_dims(top, -2)
+    return ops.solve(scaled, ops.expand_dims(rhs * rest, -1))[..., 0] * rest
+
+
+def natural_from_mean_rows(log_mean, steps: int | None = None):
+    """Natural parameters ``eta`` (R, K) whose CC mean is ``softmax(log_mean)``.
+
+    ``log_mean`` holds the logarithm of the target mean up to a common shift
+    per row (a normalised log-mean, or any logits whose softmax is the mean).
+    Classes whose mean is below ``mean_floor`` are raised to it (the row is
+    renormalised), which moves the other classes' means by at most K times
+    the floor. The result is in the gauge ``eta_top = 0`` at the class of
+    largest mean, so ``eta <= 0`` (the CC mean is ordered like its natural
+    parameters).
+
+    Newton's method on the convex ``A(eta) - p . eta``, whose gradient is
+    ``mean(eta) - p`` and Hessian the CC covariance, both from one contour.
+    The start is the shared asymptote of both regimes: far below the top,
+    ``mean_k ~ 1 / (gap_k + c)``; near the uniform point ``eta ~ K (K + 1)
+    (p - 1/K)``, which ``-1/p`` matches to a factor (K + 1)/K. A step may
+    shrink a gap by at most half (Newton's method on the hyperbola
+    ``1/gap`` overshoots past 0 from a start more than twice the root), so
+    every iterate is a valid set of logits. The steps run in a loop, so a
+    compiled graph holds one of them.
+
+    Returns ``(eta, p, top)``: the natural parameters, the (floored) mean
+    they were solved for and the one-hot top class.
+    """
+    dtype = keras.backend.standardize_dtype(log_mean.dtype)
+    if steps is None:
+        steps = _INVERSE_STEPS[compute_dtype(dtype)]
+    size = log_mean.shape[-1]
+    log_p = log_mean - ops.logsumexp(log_mean, axis=-1, keepdims=True)
+    log_p = ops.maximum(log_p, math.log(mean_floor(dtype)))
+    log_p = log_p - ops.logsumexp(log_p, axis=-1, keepdims=True)
+    p = ops.exp(log_p)
+    top = ops.one_hot(ops.argmax(log_p, axis=-1), size, dtype=dtype)
+    # -1/p in the gauge eta_top = 0: 1/p_top - 1/p_k = -(1/p_k)(1 - p_k/p_top),
+    # the second form exact for near ties.
+    log_top = ops.max(log_p, axis=-1, keepdims=True)
+    start = -ops.exp(-log_p) * (-ops.expm1(log_p - log_top))
+
+    def newton_step(_, eta):
+        _, quad = log_partition_and_state(eta)
+        mean = mean_from_state(quad)
+        cov = covariance_from_state(quad, full=True)
+        delta = scaled_tail_solve(cov, (p - mean) / p, p, top) / p
+        return ops.minimum(eta + delta, 0.5 * eta)
+
+    return _fori_loop(steps, newton_step, start), p, top

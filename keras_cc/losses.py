@@ -30,7 +30,11 @@ import numpy as np
 from keras import ops
 
 from keras_cc import _backend, _contour
-from keras_cc.ops import canonical_axis, cc_log_partition
+from keras_cc.ops import (
+    canonical_axis,
+    cc_log_partition,
+    cc_natural_from_mean_logits,
+)
 
 __all__ = [
     "ContinuousCategoricalCrossentropy",
@@ -106,8 +110,28 @@ def label_smoothing_logit_scale(num_classes: int, label_smoothing: float) -> flo
     return cc_gap / ls_gap
 
 
-def _check_options(label_smoothing: float, logit_scale) -> None:
+PARAMETERIZATIONS = ("natural", "mean")
+
+
+def _check_options(
+    label_smoothing: float, logit_scale, parameterization: str = "natural"
+) -> None:
     """Validate the options every CC loss takes (at construction and call)."""
+    if parameterization not in PARAMETERIZATIONS:
+        raise ValueError(
+            '`parameterization` must be "natural" (the model\'s logits are the '
+            "CC's logits) or \"mean\" (their softmax is the CC's mean). "
+            f"Received: {parameterization!r}"
+        )
+    if parameterization == "mean" and not (
+        not isinstance(logit_scale, (str, bool)) and logit_scale == 1
+    ):
+        raise ValueError(
+            '`logit_scale` applies to `parameterization="natural"`; the mean '
+            "parameterisation puts every optimum where cross-entropy's is and "
+            f"needs no scale. Received: logit_scale={logit_scale!r} with "
+            'parameterization="mean".'
+        )
     if not 0.0 <= float(label_smoothing) <= 1.0:
         raise ValueError(
             f"`label_smoothing` must be in [0, 1]. Received: {label_smoothing}"
@@ -287,6 +311,7 @@ def _crossentropy(
     label_smoothing: float,
     axis: int,
     logit_scale,
+    parameterization: str,
     fn_name: str,
 ):
     """The CC NLL of targets `y_true` under `y_pred` (arguments checked).
@@ -302,6 +327,9 @@ def _crossentropy(
     logits = _logits_from_pred(y_pred, from_logits, fn_name)
     if scale != 1.0:
         logits = logits * ops.cast(scale, logits.dtype)
+    if parameterization == "mean":
+        # softmax(logits) is the CC mean; the CC's own logits follow from it.
+        logits = cc_natural_from_mean_logits(logits, axis=axis)
     y_true = ops.cast(y_true, logits.dtype)
     if label_smoothing:
         num_classes = ops.cast(ops.shape(y_true)[axis], y_true.dtype)
@@ -332,6 +360,7 @@ def continuous_categorical_crossentropy(
     axis: int = -1,
     validate_targets: bool = True,
     logit_scale: float | str = 1.0,
+    parameterization: str = "natural",
 ):
     """Computes the continuous categorical (CC) negative log-likelihood.
 
@@ -371,6 +400,12 @@ def continuous_categorical_crossentropy(
             uses `label_smoothing_logit_scale(K, label_smoothing)`, about 22
             for K = 10 and α = 0.1, with which CC-LS trains as fast as label
             smoothing; see `ContinuousCategoricalCrossentropy`.
+        parameterization: `"natural"` (default): `z` (times `logit_scale`)
+            are the CC's logits. `"mean"`: `softmax(z)` is the CC's mean and
+            the CC's logits are `keras_cc.ops.cc_natural_from_mean_logits(z)`;
+            the loss is then minimised exactly where cross-entropy's is
+            (`softmax(z) = y`) and needs no logit scale; see
+            `ContinuousCategoricalCrossentropy`.
 
     Returns:
         The loss per example: `y_pred`'s shape without `axis`, in float32
@@ -386,7 +421,7 @@ def continuous_categorical_crossentropy(
     >>> np.round(np.asarray(loss), 4)
     array([-2.6406, -0.6931], dtype=float32)
     """
-    _check_options(label_smoothing, logit_scale)
+    _check_options(label_smoothing, logit_scale, parameterization)
     y_pred = _as_tensor(y_pred)
     axis = canonical_axis(axis, len(y_pred.shape), "y_pred")
     y_true = ops.convert_to_tensor(y_true)
@@ -406,6 +441,7 @@ def continuous_categorical_crossentropy(
         label_smoothing=label_smoothing,
         axis=axis,
         logit_scale=logit_scale,
+        parameterization=parameterization,
         fn_name="continuous_categorical_crossentropy",
     )
 
@@ -419,6 +455,7 @@ def sparse_continuous_categorical_crossentropy(
     axis: int = -1,
     validate_targets: bool = True,
     logit_scale: float | str = 1.0,
+    parameterization: str = "natural",
 ):
     """CC negative log-likelihood with integer class labels.
 
@@ -441,6 +478,8 @@ def sparse_continuous_categorical_crossentropy(
             loss and gradient rows of such labels are NaN.
         logit_scale: The CC's logits are `logit_scale * z`; a positive number
             or `"auto"`, as in `continuous_categorical_crossentropy`.
+        parameterization: `"natural"` (default) or `"mean"`, as in
+            `continuous_categorical_crossentropy`.
 
     Returns:
         The loss per example, shaped like `y_true` without the size-1 axis.
@@ -453,7 +492,7 @@ def sparse_continuous_categorical_crossentropy(
     >>> np.round(np.asarray(loss), 4)
     array([-2.6406, -0.6931], dtype=float32)
     """
-    _check_options(label_smoothing, logit_scale)
+    _check_options(label_smoothing, logit_scale, parameterization)
     y_pred = _as_tensor(y_pred)
     rank = len(y_pred.shape)
     axis = canonical_axis(axis, rank, "y_pred")
@@ -492,6 +531,7 @@ def sparse_continuous_categorical_crossentropy(
         label_smoothing=label_smoothing,
         axis=axis,
         logit_scale=logit_scale,
+        parameterization=parameterization,
         fn_name="sparse_continuous_categorical_crossentropy",
     )
 
@@ -502,16 +542,18 @@ def _options(
     axis: int,
     validate_targets: bool,
     logit_scale: float | str,
+    parameterization: str,
 ) -> dict[str, Any]:
     """The keyword options of the CC loss functions, checked once, when a loss
     or metric is created rather than at its first use."""
-    _check_options(label_smoothing, logit_scale)
+    _check_options(label_smoothing, logit_scale, parameterization)
     return dict(
         from_logits=from_logits,
         label_smoothing=label_smoothing,
         axis=axis,
         validate_targets=validate_targets,
         logit_scale=logit_scale,
+        parameterization=parameterization,
     )
 
 
@@ -551,6 +593,12 @@ class _StoredOptions:
         config.pop("fn", None)
         return config | self._fn_kwargs
 
+    @classmethod
+    def from_config(cls, config):
+        # Saved before `parameterization` existed: those models were trained
+        # with the natural parameterisation, whatever today's default is.
+        return super().from_config({"parameterization": "natural", **config})
+
 
 class _LossFunctionWrapper(_StoredOptions, keras.losses.Loss):
     """`keras.losses.Loss` around the class's CC loss function and options.
@@ -571,9 +619,15 @@ class _LossFunctionWrapper(_StoredOptions, keras.losses.Loss):
         dtype=None,
         validate_targets: bool = True,
         logit_scale: float | str = 1.0,
+        parameterization: str = "natural",
     ):
         options = _options(
-            from_logits, label_smoothing, axis, validate_targets, logit_scale
+            from_logits,
+            label_smoothing,
+            axis,
+            validate_targets,
+            logit_scale,
+            parameterization,
         )
         super().__init__(
             name=name or self._default_name, reduction=reduction, dtype=dtype
@@ -655,6 +709,17 @@ class ContinuousCategoricalCrossentropy(_LossFunctionWrapper):
             (see `docs/label_smoothing.md` for the measurements). The model's
             predicted CC is then `CC(logits=s * z)`: read probabilities as
             `softmax(s * z)` or `keras_cc.ops.cc_mean(s * z)`.
+        parameterization: `"natural"` (default) or `"mean"`. With `"mean"`
+            the model's softmax is the CC's mean: the loss is the exact CC
+            negative log-likelihood at the logits
+            `keras_cc.ops.cc_natural_from_mean_logits(z)`, so it is minimised
+            exactly where cross-entropy's is (`softmax(z) = y`) for every
+            target shape, needs no `logit_scale`, and predictions are read
+            as `softmax(z)`, as for cross-entropy. Its gradient in
+            `softmax(z)` is `Cov_CC^-1 (softmax(z) - y)`, the CC's Fisher
+            weighting of cross-entropy's residual. It costs a few Newton
+            steps with the CC covariance per row (`O(K^3)`): meant for
+            tens to hundreds of classes.
 
     Examples:
 
@@ -727,6 +792,8 @@ class SparseContinuousCategoricalCrossentropy(_LossFunctionWrapper):
             rows' loss is NaN.
         logit_scale: A positive number or `"auto"`: the CC's logits are
             `logit_scale * z`; see `ContinuousCategoricalCrossentropy`.
+        parameterization: `"natural"` (default) or `"mean"` (the model's
+            softmax is the CC's mean); see `ContinuousCategoricalCrossentropy`.
 
     Examples:
 

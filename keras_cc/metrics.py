@@ -36,9 +36,15 @@ class _MeanMetricWrapper(_StoredOptions, keras.metrics.MeanMetricWrapper):
         axis: int = -1,
         validate_targets: bool = True,
         logit_scale: float | str = 1.0,
+        parameterization: str = "natural",
     ):
         options = _options(
-            from_logits, label_smoothing, axis, validate_targets, logit_scale
+            from_logits,
+            label_smoothing,
+            axis,
+            validate_targets,
+            logit_scale,
+            parameterization,
         )
         super().__init__(
             type(self)._function,
@@ -78,6 +84,7 @@ class ContinuousCategoricalCrossentropy(_MeanMetricWrapper):
             simplex (see the loss for the tolerance and when it is checked).
         logit_scale: A positive number or `"auto"`: the CC's logits are
             `logit_scale * z`, as in the loss (use the loss's value).
+        parameterization: `"natural"` (default) or `"mean"`, as in the loss.
 
     Examples:
 
@@ -129,6 +136,7 @@ class SparseContinuousCategoricalCrossentropy(_MeanMetricWrapper):
         validate_targets: If `True` (default), labels must lie in
             `[0, num_classes)` (see the loss for when it is checked).
         logit_scale: A positive number or `"auto"`, as in the loss.
+        parameterization: `"natural"` (default) or `"mean"`, as in the loss.
 
     Examples:
 

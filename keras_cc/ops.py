@@ -14,7 +14,15 @@ from keras import ops
 
 from keras_cc import _contour
 
-__all__ = ["cc_covariance", "cc_log_partition", "cc_mean", "cc_variance"]
+__all__ = [
+    "cc_covariance",
+    "cc_log_partition",
+    "cc_mean",
+    "cc_mean_floor",
+    "cc_natural_from_mean",
+    "cc_natural_from_mean_logits",
+    "cc_variance",
+]
 
 
 def canonical_axis(axis, rank: int, tensor_name: str) -> int:
@@ -190,3 +198,138 @@ def _from_quadrature(logits, axis: int, moment):
     if axis_used != len(z.shape) - 1:
         out = ops.moveaxis(out, -1, axis_used)
     return ops.cast(out, in_dtype)
+
+
+def cc_mean_floor(dtype: str = "float32") -> float:
+    """The smallest class mean the inverse mean map resolves in ``dtype``.
+
+    ``cc_natural_from_mean`` and ``cc_natural_from_mean_logits`` raise any
+    class mean below it to it (and renormalise): its natural parameter sits
+    about ``1 / floor`` below the top, and the covariance their Newton steps
+    solve with holds ``mean^2``, which must stay in the dtype's normal range.
+    ``2^-48`` (about 3.6e-15) in float32 (and half precision, computed in
+    float32), ``2^-480`` in float64.
+
+    Example:
+
+    >>> from keras_cc.ops import cc_mean_floor
+    >>> cc_mean_floor("float32") == 2.0**-48
+    True
+    """
+    return _contour.mean_floor(keras.backend.standardize_dtype(dtype))
+
+
+@ops.custom_gradient
+def _natural_from_mean_rows(log_mean):
+    finite = ops.all(ops.isfinite(log_mean), axis=-1)
+    # Non-finite rows are solved as uniform rows and set to NaN after: a NaN
+    # in a Newton matrix would make the solve raise (TensorFlow checks it),
+    # where the convention is a NaN row.
+    safe = ops.where(ops.expand_dims(finite, -1), log_mean, ops.zeros_like(log_mean))
+    safe_eta, p, top = _contour.natural_from_mean_rows(safe)
+    eta = _contour.nan_unless(finite, safe_eta)
+
+    def grad(*args, upstream=None):
+        if upstream is None:
+            (upstream,) = args
+        # Implicit function theorem: d mean = Cov d eta, so with eta_top = 0
+        # the vector-Jacobian product in the other classes' means is
+        # Cov_rest^-1 upstream_rest; through p = softmax(log_mean) it
+        # becomes (diag p - p p^T) of that.
+        _, quad = _contour.log_partition_and_state(safe_eta)
+        cov = _contour.covariance_from_state(quad, full=True)
+        # p * Cov_rest^-1 upstream_rest, with no 1/p^2 in between; NaN
+        # upstream rows (invalid targets) stay NaN through the solve.
+        p_in_p = _contour.scaled_tail_solve(cov, upstream / p, p, top)
+        out = p_in_p - p * ops.sum(p_in_p, axis=-1, keepdims=True)
+        return _contour.nan_unless(finite, out)
+
+    return eta, grad
+
+
+def cc_natural_from_mean_logits(mean_logits, axis: int = -1):
+    """Natural parameters of the CC whose mean is ``softmax(mean_logits)``.
+
+    The inverse of the mean map, composed with a softmax: the CC mean of the
+    result equals ``softmax(mean_logits)`` (to the accuracy bar of
+    docs/numerics.md). This is the mean parameterisation of the CC: a
+    network's logits give the mean, and the CC's own logits (natural
+    parameters) follow. ``mean_logits`` can be any logits (a common shift
+    changes nothing). A class at ``mean_logits`` gap ``g`` below the top
+    has a mean near ``exp(-g)`` and a natural-parameter gap near ``exp(g)``:
+    a saturated softmax asks for gaps beyond any dtype. Class means below
+    ``cc_mean_floor(dtype)`` (``2^-48``, about 3.6e-15, in float32; ``g``
+    beyond about 33) are therefore raised to that floor and the row
+    renormalised, which moves the other means by at most K times the floor.
+    The result stays finite, and its gradient still points the way the
+    unfloored one does.
+
+    Computed by Newton's method on ``A(eta) - p·eta`` with the covariance of
+    the same contour (``cc_covariance``): ``O(N K^2 + K^3)`` per row and
+    step, a few steps. The gradient is the implicit-function one, ``Cov^-1``
+    applied to the upstream gradient, with the same covariance.
+
+    Args:
+        mean_logits: Floating tensor ``(..., K)`` whose softmax along
+            ``axis`` is the target mean; ``K >= 2``.
+        axis: The class axis.
+
+    Returns:
+        The natural parameters ``eta``, shaped and typed like the input, in
+        the gauge ``max eta = 0`` (at the class of largest mean). A row with
+        a non-finite entry gives NaN.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_cc.ops import cc_mean, cc_natural_from_mean_logits
+    >>> eta = cc_natural_from_mean_logits(np.log([0.7, 0.2, 0.1]))
+    >>> np.round(np.asarray(cc_mean(eta)), 6)
+    array([0.7, 0.2, 0.1])
+    """
+    z, in_dtype, axis_used = _prepare(mean_logits, axis)
+    rows, restore = _as_rows(z)
+    out = restore(_natural_from_mean_rows(rows))
+    if axis_used != len(z.shape) - 1:
+        out = ops.moveaxis(out, -1, axis_used)
+    return ops.cast(out, in_dtype)
+
+
+def cc_natural_from_mean(mean, axis: int = -1):
+    """Natural parameters (logits) of the CC with the given mean.
+
+    The inverse of ``cc_mean``: ``cc_mean(cc_natural_from_mean(p))`` is
+    ``p`` to the accuracy bar of docs/numerics.md. The CC is a regular
+    exponential family, so its mean map is a bijection from logits (up to a
+    common shift) onto the open simplex; this op inverts it. Near the
+    uniform point ``eta ≈ K (K + 1) (p - 1/K)``; far from it a small class's
+    gap below the top is about ``1 / p_k``.
+
+    Args:
+        mean: Floating tensor of means, strictly positive along ``axis`` and
+            summing to 1 there (rows are divided by their sum, so only the
+            direction matters, as for ``cc_natural_from_mean_logits`` on
+            ``log(mean)``); ``K >= 2``.
+        axis: The class axis.
+
+    Returns:
+        The natural parameters, shaped and typed like ``mean``, with
+        ``max = 0`` along ``axis``. A zero entry (the boundary of the
+        simplex, an infinite gap) or a non-finite one gives a NaN row.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_cc.ops import cc_natural_from_mean
+    >>> np.round(np.asarray(cc_natural_from_mean(np.array([0.5, 0.5]))), 6)
+    array([0., 0.])
+    """
+    mean = ops.convert_to_tensor(mean)
+    in_dtype = keras.backend.standardize_dtype(mean.dtype)
+    if not in_dtype.startswith(("float", "bfloat")):
+        raise TypeError(
+            f"`mean` must be a floating-point tensor; received dtype {in_dtype}."
+        )
+    work = ops.cast(mean, _contour.compute_dtype(in_dtype))
+    # log(0) = -inf and log(negative) = NaN: both rows come out NaN.
+    return ops.cast(cc_natural_from_mean_logits(ops.log(work), axis=axis), in_dtype)

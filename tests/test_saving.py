@@ -149,7 +149,8 @@ def test_keras_file_written_by_version_0_1_loads():
     heads, both losses and both metrics with non-default options."""
     model = keras.saving.load_model(os.path.join(DATA, "cc_v0_1_model.keras"))
     saved = np.load(os.path.join(DATA, "cc_v0_1_model.npz"))
-    options = dict(axis=-1, from_logits=True)
+    # Saved before `parameterization` existed: loaded as trained, "natural".
+    options = dict(axis=-1, from_logits=True, parameterization="natural")
     assert isinstance(model.loss["soft"], cc_losses.ContinuousCategoricalCrossentropy)
     assert model.loss["soft"].get_config() == dict(
         name="continuous_categorical_crossentropy",

@@ -568,10 +568,21 @@ def evaluate(
     epsilon: float,
     rng: np.random.Generator,
     seed: int,
+    episodes: int = 0,
 ) -> tuple[float, float, int]:
-    """Mean, std and count of episode scores (raw rewards) over ``steps``.
+    """Mean, std and count of episode scores (raw rewards).
 
-    No-op starts come from the env; with ``fire`` (Atari games in
+    With ``episodes`` > 0, every environment plays until it has finished its
+    share (``ceil(episodes / num_envs)`` complete episodes; the scores of
+    later episodes are ignored), so long episodes count as much as short
+    ones: a budget of steps would drop the unfinished episodes, which are the
+    longer ones, and bias the mean. ``steps`` then only caps the vector
+    steps as a guard against a policy that never ends an episode (the
+    episode cap of the env ends every episode first). With ``episodes`` = 0,
+    the older protocol: the episodes that end within ``steps`` agent steps.
+
+    The env is reset (and reseeded with ``seed``) at the start of every
+    evaluation. No-op starts come from the env; with ``fire`` (Atari games in
     FIRE_ON_LIFE_LOSS) FIRE is pressed after each lost life. If no episode
     ends in time (tiny smoke runs) the partial returns are reported, with 0
     episodes, rather than nothing.
@@ -580,6 +591,8 @@ def evaluate(
     lives = info["lives"].copy() if fire else None
     need_fire = np.zeros(env.num_envs, np.bool_)
     running = np.zeros(env.num_envs)
+    quota = -(-episodes // env.num_envs) if episodes > 0 else None
+    done_per_env = np.zeros(env.num_envs, np.int64)
     finished: list[float] = []
     for _ in range(-(-steps // env.num_envs)):
         actions = epsilon_greedy(scores_fn(obs), epsilon, rng)
@@ -587,10 +600,17 @@ def evaluate(
             actions[need_fire] = 1  # FIRE is action 1 in every minimal set
         obs, rewards, terminated, truncated, info = env.step(actions)
         done = terminated | truncated
-        finished += finish_episodes(running, rewards, done)
+        running += rewards
+        for i in np.flatnonzero(done):
+            if quota is None or done_per_env[i] < quota:
+                finished.append(float(running[i]))
+            done_per_env[i] += 1
+            running[i] = 0.0
         if fire:
             need_fire = (info["lives"] < lives) & ~done
             lives = info["lives"].copy()
+        if quota is not None and (done_per_env >= quota).all():
+            break
     scores = np.array(finished if finished else running, np.float64)
     return float(scores.mean()), float(scores.std()), len(finished)
 
@@ -663,6 +683,7 @@ class Game:
             cfg.eval_epsilon,
             rng,
             seed=cfg.seed + 10_000 + step,
+            episodes=getattr(cfg, "eval_episodes", 0),
         )
 
     def close(self) -> None:
@@ -804,8 +825,10 @@ class Run:
 
     @property
     def finished(self) -> bool:
-        """A resumed run already at ``--total-steps``: nothing to train."""
-        return self.resumed and self.step >= self.cfg.total_steps
+        """A resumed run already at ``--total-steps`` or at its target
+        score: nothing to train."""
+        done = self.step >= self.cfg.total_steps or self.state.get("target_reached")
+        return self.resumed and bool(done)
 
     def train_row(
         self,
@@ -835,8 +858,11 @@ class Run:
         self.logger.write("train", row)
         return row
 
-    def evaluate(self, game: Game, scores_fn: ScoresFn, nonfinite_losses: int) -> None:
-        """Evaluate one game's policy; a row of ``eval.csv`` and a line."""
+    def evaluate(
+        self, game: Game, scores_fn: ScoresFn, nonfinite_losses: int
+    ) -> float:
+        """Evaluate one game's policy; a row of ``eval.csv`` and a line; the
+        mean score."""
         mean, std, n = game.evaluate(scores_fn, self.cfg, self.rng, self.step)
         row = dict(
             step=self.step,
@@ -853,6 +879,7 @@ class Run:
             f"{std:.2f} ({n} episodes)",
             flush=True,
         )
+        return mean
 
     def due(self) -> tuple[bool, bool, bool]:
         """(log, evaluate, checkpoint): what is due after a training step.
@@ -916,7 +943,12 @@ def resume(
     state = load_checkpoint(ckpt, models, optimizer)
     rng.bit_generator.state = state.pop("rng")
     run = Run(cfg, algo, run_dir, rng, state, resumed=True)
-    if run.finished:
+    if run.finished and state.get("target_reached"):
+        print(
+            f"[{algo}] {what}: already finished, its evaluation reached the "
+            f"target score at step {run.step} ({ckpt}); nothing to do."
+        )
+    elif run.finished:
         print(
             f"[{algo}] {what}: already finished ({run.step} of {cfg.total_steps} "
             f"steps, {ckpt}); nothing to do. Raise --total-steps to train further."
