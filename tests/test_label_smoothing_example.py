@@ -435,6 +435,8 @@ def test_mnist1d_is_generated_offline_and_deterministic(monkeypatch) -> None:
 
     monkeypatch.setattr(socket.socket, "connect", no_network)
     monkeypatch.setattr(socket, "create_connection", no_network)
+    # Generate here, not from the per-process cache of an earlier test.
+    monkeypatch.setattr(data, "_MNIST1D_CACHE", {})
     first = data.load_data("mnist1d")
     second = data.load_mnist1d()
     assert first.x_train.shape == (4000, 40, 1) and first.x_test.shape == (1000, 40, 1)

@@ -858,9 +858,7 @@ class Run:
         self.logger.write("train", row)
         return row
 
-    def evaluate(
-        self, game: Game, scores_fn: ScoresFn, nonfinite_losses: int
-    ) -> float:
+    def evaluate(self, game: Game, scores_fn: ScoresFn, nonfinite_losses: int) -> float:
         """Evaluate one game's policy; a row of ``eval.csv`` and a line; the
         mean score."""
         mean, std, n = game.evaluate(scores_fn, self.cfg, self.rng, self.step)

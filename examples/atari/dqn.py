@@ -99,8 +99,7 @@ class DQNConfig:
     eval_steps: int = 125_000  # agent steps per evaluation (a cap if eval_episodes)
     eval_episodes: int = option(
         0,
-        "complete episodes per evaluation (0: the episodes that end within "
-        "eval_steps)",
+        "complete episodes per evaluation (0: the episodes that end within eval_steps)",
         at_least=0,
     )
     target_return: float | None = option(

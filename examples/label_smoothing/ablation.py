@@ -40,9 +40,11 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 if __name__ == "__main__" and not __package__:
     # Run as a file: become `python -m examples.label_smoothing.ablation`, with
@@ -64,6 +66,7 @@ LOSS_LABELS: dict[str, str] = {
     "cc": "CC-LS",
     "rls": "RLS",
     "rcc": "RCC-LS",
+    "cc-mean": "CC-LS (mean)",
     "cc-fallback": "CC-fallback",
 }
 _ON_OFF = {"on": True, "off": False}
@@ -89,6 +92,11 @@ class Method:
             )
         if learned and not scale:
             scale = "1"
+        if loss == "cc-mean" and scale not in ("", "1"):
+            raise ValueError(
+                f"method {text!r}: cc-mean takes no logit scale (its optimum "
+                "already sits at label smoothing's logit gaps)"
+            )
         if scale and scale != "auto":
             try:
                 ok = float(scale) > 0
@@ -159,9 +167,23 @@ class Setting:
         ]
 
 
+class GridSetting(Protocol):
+    """What a grid needs of a setting: a directory name, a label, train flags."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def label(self) -> str: ...
+
+    def flags(self) -> list[str]: ...
+
+
 @dataclass(frozen=True)
 class Run:
-    setting: Setting
+    """One training run: a setting of the grid, a method and a seed."""
+
+    setting: GridSetting
     method: Method
     seed: int
 
@@ -286,17 +308,24 @@ def grid_settings(cfg: AblationConfig) -> list[Setting]:
 
 
 def grid_runs(cfg: AblationConfig) -> list[Run]:
-    # Seeds outermost: an ablation stopped early still has every cell of the
-    # table filled for its first seeds.
+    return runs_of(grid_settings(cfg), cfg.methods, cfg.seeds)
+
+
+def runs_of(
+    settings: Sequence[GridSetting], methods: Sequence[Method], seeds: Sequence[int]
+) -> list[Run]:
+    """Every (setting, method, seed), seeds outermost: a grid stopped early
+    still has every cell of its table filled for its first seeds."""
     return [
-        Run(s, method, seed)
-        for seed in dict.fromkeys(cfg.seeds)
-        for s in grid_settings(cfg)
-        for method in cfg.methods
+        Run(setting, method, seed)
+        for seed in dict.fromkeys(seeds)
+        for setting in settings
+        for method in methods
     ]
 
 
-def _is_finished(run_dir: Path, epochs: int | None) -> bool:
+def is_finished(run_dir: Path, epochs: int | None) -> bool:
+    """Whether the run in ``run_dir`` finished (at least ``epochs`` epochs)."""
     state_path = run_dir / "state.json"
     if not state_path.exists():
         return False
@@ -304,22 +333,30 @@ def _is_finished(run_dir: Path, epochs: int | None) -> bool:
     return bool(state.get("finished")) and (epochs is None or state["epoch"] >= epochs)
 
 
-def train_command(cfg: AblationConfig, run: Run, out: Path) -> list[str]:
-    cmd = [
+def run_command(run: Run, out: Path, options: Sequence[str] = ()) -> list[str]:
+    """``python -m examples.label_smoothing.train`` for ``run`` in ``out``.
+
+    The run's directory, method, seed and setting, then ``options`` (the
+    flags every run of the grid shares; a flag repeated there wins).
+    """
+    return [
         sys.executable,
         "-m",
         "examples.label_smoothing.train",
         "--out",
         str(run.directory(out)),
-        "--dataset",
-        cfg.dataset,
         *run.method.flags(),
         "--seed",
         str(run.seed),
-        "--verbose",
-        str(cfg.verbose),
         *run.setting.flags(),
+        *options,
     ]
+
+
+def train_command(cfg: AblationConfig, run: Run, out: Path) -> list[str]:
+    cmd = run_command(
+        run, out, ["--dataset", cfg.dataset, "--verbose", str(cfg.verbose)]
+    )
     for flag, value in (
         ("--preset", cfg.preset),
         ("--data-dir", cfg.data_dir),
@@ -337,13 +374,42 @@ def train_command(cfg: AblationConfig, run: Run, out: Path) -> list[str]:
 
 def run_grid(cfg: AblationConfig, out: Path) -> list[Run]:
     """Train every unfinished run; return the runs that failed."""
-    runs = grid_runs(cfg)
-    todo = [r for r in runs if not _is_finished(r.directory(out), cfg.epochs)]
+    return train_runs(
+        grid_runs(cfg),
+        out,
+        lambda run: train_command(cfg, run, out),
+        epochs=cfg.epochs,
+        jobs=cfg.jobs,
+        in_process=cfg.in_process,
+    )
+
+
+def train_runs(
+    runs: Sequence[Run],
+    out: Path,
+    command: Callable[[Run], list[str]],
+    *,
+    epochs: int | None,
+    jobs: int = 1,
+    in_process: bool = False,
+    log_to_file: bool = False,
+) -> list[Run]:
+    """Train the unfinished ``runs`` (``command(run)``); return those that failed.
+
+    Each run is a subprocess of ``train`` (``in_process``: a call of
+    ``train.main`` in this process instead), ``jobs`` at a time. A run that
+    another process is training (its ``RunLock`` is held) is skipped, so
+    several runners may share one list of runs. With ``jobs > 1`` or
+    ``log_to_file``, each run logs to its directory's ``log.txt`` and one line
+    per finished run is printed.
+    """
+    todo = [r for r in runs if not is_finished(r.directory(out), epochs)]
     print(
         f"{len(runs)} runs in the grid, {len(runs) - len(todo)} already finished, "
-        f"{len(todo)} to train ({cfg.jobs} at a time).",
+        f"{len(todo)} to train ({jobs} at a time).",
         flush=True,
     )
+    log_to_file = log_to_file or jobs > 1
     env = dict(os.environ)
     # The runs import examples.* from the repository root, wherever we are.
     env["PYTHONPATH"] = os.pathsep.join(
@@ -357,20 +423,20 @@ def run_grid(cfg: AblationConfig, out: Path) -> list[Run]:
     def train_one(run: Run) -> None:
         run_dir = run.directory(out)
         run_dir.mkdir(parents=True, exist_ok=True)
-        cmd = train_command(cfg, run, out)
+        cmd = command(run)
         t0 = time.perf_counter()
-        if cfg.jobs == 1:
+        if not log_to_file:
             print(
                 f"\n=== {run.setting.name} / {run.method.name} / seed {run.seed}",
                 flush=True,
             )
-        if cfg.in_process:
+        if in_process:
             try:
                 rc = train.main(cmd[3:])  # the flags after "python -m module"
             except Exception as err:  # report and go on, like a failed subprocess
                 print(f"error: {err!r}", file=sys.stderr)
                 rc = 1
-        elif cfg.jobs == 1:
+        elif not log_to_file:
             rc = subprocess.call(cmd, env=env, cwd=REPO_ROOT)
         else:
             # Side-by-side runs would interleave their progress bars: each
@@ -386,7 +452,8 @@ def run_grid(cfg: AblationConfig, out: Path) -> list[Run]:
             elif rc == 0:
                 status = "ok"
             else:
-                status = f"FAILED (exit {rc}; see {run_dir}/log.txt)"
+                where = f"; see {run_dir / 'log.txt'}" if log_to_file else ""
+                status = f"FAILED (exit {rc}{where})"
                 failed.append(run)
             selected = select_epoch(read_metrics(run_dir / "metrics.csv"))
             result = (
@@ -404,11 +471,11 @@ def run_grid(cfg: AblationConfig, out: Path) -> list[Run]:
                 flush=True,
             )
 
-    if cfg.jobs == 1:
+    if jobs == 1:
         for run in todo:
             train_one(run)
     else:
-        with ThreadPoolExecutor(cfg.jobs) as pool:
+        with ThreadPoolExecutor(jobs) as pool:
             list(pool.map(train_one, todo))
     return failed
 
@@ -484,22 +551,30 @@ class Cell:
         return f"{mean:.{digits}f} ± {scale * std:.{digits}f} (n={len(self.runs)})"
 
 
+def run_result(run_dir: Path, epochs: int | None) -> dict[str, float] | None:
+    """A finished run's selected-epoch row, with ``last_test_accuracy``.
+
+    None for an unfinished run: only finished runs count, as a half-trained
+    seed would bias the mean down.
+    """
+    if not is_finished(run_dir, epochs):
+        return None
+    rows = read_metrics(run_dir / "metrics.csv")
+    selected = select_epoch(rows)
+    if selected is None:
+        return None
+    return dict(selected) | {"last_test_accuracy": rows[-1]["test_accuracy"]}
+
+
 def collect(cfg: AblationConfig, out: Path) -> list[Cell]:
     cells = []
     for setting in grid_settings(cfg):
         for method in cfg.methods:
-            runs = []
-            for seed in dict.fromkeys(cfg.seeds):
-                run_dir = Run(setting, method, seed).directory(out)
-                # Only finished runs count: a half-trained seed would bias
-                # the mean down.
-                if not _is_finished(run_dir, cfg.epochs):
-                    continue
-                rows = read_metrics(run_dir / "metrics.csv")
-                selected = dict(select_epoch(rows))
-                selected["last_test_accuracy"] = rows[-1]["test_accuracy"]
-                runs.append(selected)
-            cells.append(Cell(setting, method, runs))
+            results = (
+                run_result(Run(setting, method, seed).directory(out), cfg.epochs)
+                for seed in dict.fromkeys(cfg.seeds)
+            )
+            cells.append(Cell(setting, method, [r for r in results if r]))
     return cells
 
 
@@ -564,6 +639,52 @@ def write_summary(cells: list[Cell], out: Path) -> str:
 
 def plot_curves(cfg: AblationConfig, out: Path) -> Path:
     """Test accuracy vs epoch; one panel per setting, mean and +-1 std band."""
+    seeds = list(dict.fromkeys(cfg.seeds))
+    panels = [
+        (
+            setting.label,
+            {
+                method: accuracy_curves(
+                    Run(setting, method, seed).directory(out) for seed in seeds
+                )
+                for method in cfg.methods
+            },
+        )
+        for setting in grid_settings(cfg)
+    ]
+    return plot_accuracy_panels(
+        panels,
+        cfg.methods,
+        f"{cfg.dataset}: test accuracy (mean ± 1 std over seeds)",
+        out / "accuracy_curves.png",
+    )
+
+
+def accuracy_curves(run_dirs: Iterable[Path]) -> list[list[float]]:
+    """The test accuracy per epoch of each run that has finished an epoch."""
+    curves = [
+        [row["test_accuracy"] for row in read_metrics(run_dir / "metrics.csv")]
+        for run_dir in run_dirs
+    ]
+    return [c for c in curves if c]
+
+
+def plot_accuracy_panels(
+    panels: Sequence[tuple[str, Mapping[Method, list[list[float]]]]],
+    methods: Sequence[Method],
+    title: str,
+    path: Path,
+    *,
+    share_y: bool = True,
+) -> Path:
+    """Accuracy curves, one panel per ``(title, {method: curves})``.
+
+    Each method's curves (fractions per epoch, one list per seed) are drawn
+    as their mean over seeds with a +-1 std band, in the method's colour
+    (its place in ``methods``) in every panel; curves of different lengths
+    are cut to the shortest. ``share_y=False`` gives each panel its own
+    y range, for panels whose accuracies differ widely.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -571,70 +692,65 @@ def plot_curves(cfg: AblationConfig, out: Path) -> Path:
     import numpy as np
     from matplotlib.ticker import MaxNLocator
 
-    settings = grid_settings(cfg)
-    ncols = min(4, len(settings))
-    nrows = -(-len(settings) // ncols)
+    ncols = min(4, len(panels))
+    nrows = -(-len(panels) // ncols)
     fig, axes = plt.subplots(
         nrows,
         ncols,
         figsize=(4.2 * ncols, 3.4 * nrows),
         squeeze=False,
         sharex=True,
-        sharey=True,
+        sharey=share_y,
     )
+    top = 100.5
     lows = []
-    for ax, setting in zip(axes.flat, settings, strict=False):
-        for index, method in enumerate(cfg.methods):
+    legend: dict[str, object] = {}
+    for ax, (panel_title, curves_of) in zip(axes.flat, panels, strict=False):
+        panel_lows = []
+        for index, method in enumerate(methods):
             colour = f"C{index % 10}"
-            curves = [
-                [
-                    r["test_accuracy"]
-                    for r in read_metrics(
-                        Run(setting, method, s).directory(out) / "metrics.csv"
-                    )
-                ]
-                for s in dict.fromkeys(cfg.seeds)
-            ]
-            curves = [c for c in curves if c]
+            curves = curves_of.get(method, [])
             if not curves:
                 continue
             length = min(len(c) for c in curves)
             acc = 100 * np.array([c[:length] for c in curves])
             mean, std = acc.mean(0), acc.std(0)
             epochs = np.arange(1, length + 1)
-            ax.plot(epochs, mean, color=colour, label=method.label, lw=1.5)
+            (line,) = ax.plot(epochs, mean, color=colour, label=method.label, lw=1.5)
+            legend.setdefault(method.label, line)
             ax.fill_between(epochs, mean - std, mean + std, color=colour, alpha=0.2)
             # Ignore the first fifth of training when choosing the y range,
             # so the (interesting) end of the curves is not squashed.
-            lows.append(np.min(mean[length // 5 :]))
-        ax.set_title(setting.label, fontsize=10)
+            panel_lows.append(np.min(mean[length // 5 :]))
+        if panel_lows and not share_y:
+            ax.set_ylim(max(0.0, min(panel_lows) - 2), top)
+        lows += panel_lows
+        ax.set_title(panel_title, fontsize=10)
         ax.grid(alpha=0.3)
-    for ax in axes.flat[len(settings) :]:
+    for ax in axes.flat[len(panels) :]:
         ax.set_visible(False)
-    if lows:
-        top = 100.5
+    if lows and share_y:
         axes[0, 0].set_ylim(max(0.0, min(lows) - 2), top)
     for ax in axes[-1]:
         ax.set_xlabel("epoch")
     for ax in axes[:, 0]:
         ax.set_ylabel("test accuracy (%)")
-    handles, labels = axes[0, 0].get_legend_handles_labels()
     for ax in axes.flat:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    fig.suptitle(f"{cfg.dataset}: test accuracy (mean ± 1 std over seeds)", fontsize=12)
+    fig.suptitle(title, fontsize=12)
     # The legend goes under the panels, where it cannot cover a curve or
     # the title.
+    labels = list(legend)
     legend_rows = -(-len(labels) // 4)
     fig.tight_layout(rect=(0, 0.06 * legend_rows / nrows, 1, 1))
     fig.legend(
-        handles,
+        list(legend.values()),
         labels,
         loc="lower center",
-        ncol=min(len(labels), 4),
+        ncol=max(1, min(len(labels), 4)),
         frameon=False,
         bbox_to_anchor=(0.5, 0.0),
     )
-    path = out / "accuracy_curves.png"
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
@@ -672,7 +788,7 @@ def plot_penultimate(cfg: AblationConfig, out: Path) -> Path | None:
         m
         for m in cfg.methods
         if not m.learned
-        and _is_finished(Run(setting, m, seed).directory(out), cfg.epochs)
+        and is_finished(Run(setting, m, seed).directory(out), cfg.epochs)
     ]
     if not losses:
         print(f"penultimate picture: no finished runs for {setting.name} seed {seed}.")
@@ -686,6 +802,7 @@ def plot_penultimate(cfg: AblationConfig, out: Path) -> Path | None:
         config.get("data_dir"),
         config["digits_size"],
         config["val_fraction"],
+        pairs_per_class=config.get("pairs_per_class", data_lib.DIGIT_PAIRS_PER_CLASS),
     )
     classes = list(cfg.picture_classes)
     if max(classes) >= data.num_classes:
@@ -832,16 +949,19 @@ def main(argv: list[str] | None = None) -> int:
             picture = plot(cfg, out)
             if picture:
                 print(f"written: {picture}")
-    if failed:
-        print(
-            f"{len(failed)} run(s) failed: "
-            + ", ".join(
-                f"{r.setting.name}/{r.method.name}/seed{r.seed}" for r in failed
-            ),
-            file=sys.stderr,
-        )
-        return 1
-    return 0
+    return exit_status(failed)
+
+
+def exit_status(failed: Sequence[Run]) -> int:
+    """1 after naming the failed runs on stderr, 0 if there are none."""
+    if not failed:
+        return 0
+    print(
+        f"{len(failed)} run(s) failed: "
+        + ", ".join(f"{r.setting.name}/{r.method.name}/seed{r.seed}" for r in failed),
+        file=sys.stderr,
+    )
+    return 1
 
 
 if __name__ == "__main__":

@@ -12,10 +12,18 @@ from pathlib import Path
 
 import numpy as np
 
-DATASETS: tuple[str, ...] = ("cifar10", "digits", "mnist1d")
+DATASETS: tuple[str, ...] = ("cifar10", "digits", "mnist1d", "digit-pairs")
 # MNIST-1D is generated, never downloaded: this seed fixes the dataset (the
 # package's own default), whatever the training seed.
 MNIST1D_SEED = 42
+# Digit pairs: the pairs drawn are fixed by this seed, whatever the training
+# seed, so every run of a study sees the same examples.
+DIGIT_PAIRS_SEED = 0
+# Training + validation pairs per class (few, so that 100 classes are not
+# learnt trivially; with 30 the paper's CNN reaches what two single-digit
+# reads would), and test pairs per class.
+DIGIT_PAIRS_PER_CLASS = 10
+DIGIT_PAIRS_TEST_PER_CLASS = 20
 
 # One CIFAR binary record: 1 label byte, then a 32x32 image as 1024 red, 1024
 # green and 1024 blue bytes, rows in order (https://www.cs.toronto.edu/~kriz/cifar.html).
@@ -116,25 +124,91 @@ def load_digits(
     fixed by ``split_seed`` so that every run of an ablation sees the same test
     set, whatever its training seed.
     """
-    from sklearn.datasets import load_digits as sk_load_digits
-    from sklearn.model_selection import train_test_split
-
     if size < 8:
         raise ValueError(f"--digits-size must be >= 8; got {size}.")
-    bunch = sk_load_digits()
-    images = bunch.images.astype(np.float32)  # (N, 8, 8), values 0..16
+    images, labels, train, test = _split_digits(test_fraction, split_seed)
     if size != 8:
         images = _bilinear_resize(images, size)
     images = images[..., None]
+    return Data(images[train], labels[train], images[test], labels[test], 10, "digits")
+
+
+def _split_digits(
+    test_fraction: float = 0.2, split_seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """scikit-learn's digits (8x8, values 0..16) and a stratified split.
+
+    Returns the images, the labels and the indices of the training and test
+    images. The split depends on the labels and ``split_seed`` only, so the
+    digits dataset and the digit pairs hold out the same test images.
+    """
+    from sklearn.datasets import load_digits as sk_load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = sk_load_digits()
     labels = bunch.target.astype(np.int64)
-    x_train, x_test, y_train, y_test = train_test_split(
-        images,
-        labels,
+    train, test = train_test_split(
+        np.arange(len(labels)),
         test_size=test_fraction,
         random_state=split_seed,
         stratify=labels,
     )
-    return Data(x_train, y_train, x_test, y_test, 10, "digits")
+    return bunch.images.astype(np.float32), labels, train, test
+
+
+def load_digit_pairs(
+    pairs_per_class: int = DIGIT_PAIRS_PER_CLASS,
+    test_pairs_per_class: int = DIGIT_PAIRS_TEST_PER_CLASS,
+    seed: int = DIGIT_PAIRS_SEED,
+) -> Data:
+    """Two of scikit-learn's digits side by side: 100 classes, 10 a + b.
+
+    An example is an 8x16 image, digit ``a`` on the left and ``b`` on the
+    right, of class ``10 a + b``. The digit images are split as in
+    :func:`load_digits` (stratified 80/20, fixed seed); the training pairs
+    (from which the validation split is later carved) are made only of
+    training digit images and the test pairs only of held-out ones, so no
+    digit image of the test set is ever seen in training. Each class gets
+    ``pairs_per_class`` distinct training pairs and ``test_pairs_per_class``
+    distinct test pairs, drawn with ``seed``; both sets are shuffled, so that
+    ``--limit-train``/``--limit-test`` keep a sample of every class rather
+    than the first classes. Nothing is downloaded: the digits ship with
+    scikit-learn.
+    """
+    images, labels, train, test = _split_digits()
+    rng = np.random.default_rng(seed)
+    x_train, y_train = _digit_pairs(images, labels, train, pairs_per_class, rng)
+    x_test, y_test = _digit_pairs(images, labels, test, test_pairs_per_class, rng)
+    return Data(x_train, y_train, x_test, y_test, 100, "digit-pairs")
+
+
+def _digit_pairs(
+    images: np.ndarray,
+    labels: np.ndarray,
+    pool: np.ndarray,
+    per_class: int,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``per_class`` distinct pairs of images from ``pool`` per class, shuffled."""
+    by_digit = [pool[labels[pool] == d] for d in range(10)]
+    left, right = [], []
+    for a in range(10):
+        for b in range(10):
+            na, nb = len(by_digit[a]), len(by_digit[b])
+            if per_class > na * nb:
+                raise ValueError(
+                    f"{per_class} pairs per class asked for, but digits {a} and "
+                    f"{b} make only {na * nb} distinct pairs."
+                )
+            # Indices into the na x nb grid of pairs: distinct pairs.
+            chosen = rng.choice(na * nb, size=per_class, replace=False)
+            left.append(by_digit[a][chosen // nb])
+            right.append(by_digit[b][chosen % nb])
+    left, right = np.concatenate(left), np.concatenate(right)
+    order = rng.permutation(len(left))
+    left, right = left[order], right[order]
+    x = np.concatenate([images[left], images[right]], axis=2)[..., None]
+    return x, 10 * labels[left] + labels[right]
 
 
 def _bilinear_resize(images: np.ndarray, size: int) -> np.ndarray:
@@ -163,30 +237,44 @@ def load_mnist1d(seed: int = MNIST1D_SEED) -> Data:
     ``mnist1d.data.make_dataset`` with the package's default arguments builds
     the standard 4 000 / 1 000 split of 40-sample signals in 10 classes from
     ten templates, procedurally: nothing is downloaded (its download helpers
-    are never called). The generator reseeds NumPy's global RNG, so the
-    caller seeds its own randomness afterwards.
+    are never called). Generating takes seconds, so each seed's dataset is
+    generated once per process and its (read-only) arrays are shared by the
+    later calls, e.g. the runs of an in-process grid. The generator reseeds
+    NumPy's global RNG, so the caller seeds its own randomness afterwards.
     """
-    try:
-        from mnist1d.data import get_dataset_args, make_dataset
-    except ImportError as err:
-        raise ImportError(
-            "--dataset mnist1d needs the `mnist1d` package: "
-            'pip install -e ".[examples]"'
-        ) from err
-    args = get_dataset_args()
-    args.seed = seed
-    raw = make_dataset(args)
-    return Data(
-        raw["x"].astype(np.float32)[..., None],
-        np.asarray(raw["y"], dtype=np.int64),
-        raw["x_test"].astype(np.float32)[..., None],
-        np.asarray(raw["y_test"], dtype=np.int64),
-        10,
-        "mnist1d",
-    )
+    if seed not in _MNIST1D_CACHE:
+        try:
+            from mnist1d.data import get_dataset_args, make_dataset
+        except ImportError as err:
+            raise ImportError(
+                "--dataset mnist1d needs the `mnist1d` package: "
+                'pip install -e ".[examples]"'
+            ) from err
+        args = get_dataset_args()
+        args.seed = seed
+        raw = make_dataset(args)
+        arrays = (
+            raw["x"].astype(np.float32)[..., None],
+            np.asarray(raw["y"], dtype=np.int64),
+            raw["x_test"].astype(np.float32)[..., None],
+            np.asarray(raw["y_test"], dtype=np.int64),
+        )
+        for array in arrays:
+            array.setflags(write=False)  # shared: no caller may change it
+        _MNIST1D_CACHE[seed] = arrays
+    return Data(*_MNIST1D_CACHE[seed], 10, "mnist1d")
 
 
-def load_data(name: str, data_dir: str | None = None, digits_size: int = 16) -> Data:
+# MNIST-1D's arrays (x_train, y_train, x_test, y_test) by generator seed.
+_MNIST1D_CACHE: dict[int, tuple[np.ndarray, ...]] = {}
+
+
+def load_data(
+    name: str,
+    data_dir: str | None = None,
+    digits_size: int = 16,
+    pairs_per_class: int = DIGIT_PAIRS_PER_CLASS,
+) -> Data:
     """Dispatch on the dataset name; ``data_dir`` picks the CIFAR binary loader."""
     if data_dir and name != "cifar10":
         raise ValueError("--data-dir applies to cifar10 only.")
@@ -196,6 +284,8 @@ def load_data(name: str, data_dir: str | None = None, digits_size: int = 16) -> 
         return load_digits(size=digits_size)
     if name == "mnist1d":
         return load_mnist1d()
+    if name == "digit-pairs":
+        return load_digit_pairs(pairs_per_class)
     raise ValueError(f"Unknown dataset {name!r}; choose from {', '.join(DATASETS)}.")
 
 
@@ -271,6 +361,7 @@ def prepare_data(
     val_fraction: float = 0.1,
     limit_train: int | None = None,
     limit_test: int | None = None,
+    pairs_per_class: int = DIGIT_PAIRS_PER_CLASS,
 ) -> Data:
     """Load, keep the first examples, hold out the validation split, standardise.
 
@@ -278,7 +369,7 @@ def prepare_data(
     pictures, a distillation study) must see again: the same split and the
     same standardisation, from the same steps in the same order.
     """
-    data = load_data(name, data_dir, digits_size)
+    data = load_data(name, data_dir, digits_size, pairs_per_class)
     if limit_train:
         data.x_train = data.x_train[:limit_train]
         data.y_train = data.y_train[:limit_train]

@@ -1,9 +1,10 @@
 """The networks, the losses, and a step-skipping optimizer wrapper.
 
-Networks: the paper's CIFAR-10 CNN (images) and the MNIST-1D CNN baseline
-(signals). Losses: xe, ls, rls (cross-entropy), cc, rcc (the CC likelihood of
-the same targets, ``keras_cc``) and cc-fallback (the original authors' scheme:
-CC where their closed form works, cross-entropy elsewhere).
+Networks: the paper's CIFAR-10 CNN (images), the MNIST-1D CNN baseline
+(signals) and a small MLP (either). Losses: xe, ls, rls (cross-entropy), cc,
+rcc (the CC likelihood of the same targets, ``keras_cc``), cc-mean (the CC
+likelihood parameterised by its mean) and cc-fallback (the original authors'
+scheme: CC where their closed form works, cross-entropy elsewhere).
 
 Import this module only after the Keras backend has been chosen.
 """
@@ -16,6 +17,7 @@ import keras
 from keras import layers, ops
 
 import keras_cc
+from examples.label_smoothing import MODELS
 
 # Dropout rates of the three blocks, as in the paper.
 DROPOUT_RATES: tuple[float, float, float] = (0.2, 0.3, 0.4)
@@ -102,6 +104,36 @@ def build_mnist1d_cnn(
     return keras.Model(inputs, _head(x, num_classes, weight_decay), name="mnist1d_cnn")
 
 
+MLP_UNITS: tuple[int, int] = (256, 256)
+
+
+def build_mlp(
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    batch_norm: bool,
+    dropout: bool,
+    weight_decay: float,
+) -> keras.Model:
+    """Flatten, two Dense(256) ReLU blocks, Dense(K) logits; any input shape.
+
+    The ablation axes are added where the CNNs have them: BatchNorm after
+    every ReLU, dropout after each hidden block (the CNNs' first two rates,
+    0.2 and 0.3), L2 on the final Dense kernel only. The last hidden block is
+    the penultimate layer.
+    """
+    inputs = keras.Input(shape=input_shape, name="input")
+    x = layers.Flatten(name="flatten")(inputs)
+    for block, (units, rate) in enumerate(
+        zip(MLP_UNITS, DROPOUT_RATES, strict=False), start=1
+    ):
+        x = layers.Dense(units, activation="relu", name=f"b{block}_dense")(x)
+        if batch_norm:
+            x = layers.BatchNormalization(name=f"b{block}_bn")(x)
+        if dropout:
+            x = layers.Dropout(rate, name=f"b{block}_dropout")(x)
+    return keras.Model(inputs, _head(x, num_classes, weight_decay), name="mlp")
+
+
 def build_model(
     input_shape: tuple[int, ...],
     num_classes: int,
@@ -109,13 +141,24 @@ def build_model(
     dropout: bool,
     weight_decay: float,
     learned_scale: float | None = None,
+    architecture: str = "cnn",
 ) -> keras.Model:
-    """The CNN for the input's rank (signals: MNIST-1D; images: the paper's).
+    """The network: ``architecture="cnn"``, the CNN for the input's rank
+    (signals: MNIST-1D's; images: the paper's), or ``"mlp"`` (:func:`build_mlp`).
 
     With ``learned_scale``, a trainable temperature initialised there
     multiplies the logits (:class:`LearnedLogitScale`).
     """
-    build = build_mnist1d_cnn if len(input_shape) == 2 else build_cnn
+    if architecture == "mlp":
+        build = build_mlp
+    elif architecture == "cnn":
+        build = build_mnist1d_cnn if len(input_shape) == 2 else build_cnn
+    else:
+        raise ValueError(
+            f"Unknown architecture {architecture!r}; choose from "
+            + ", ".join(MODELS)
+            + "."
+        )
     model = build(input_shape, num_classes, batch_norm, dropout, weight_decay)
     if learned_scale is None:
         return model
@@ -223,7 +266,10 @@ def closed_form_usable_fraction(y_true, y_pred):
     return ops.cast(closed_form_usable(y_pred), "float32")
 
 
-CC_LOSSES: tuple[str, ...] = ("cc", "rcc", "cc-fallback")
+CC_LOSSES: tuple[str, ...] = ("cc", "rcc", "cc-mean", "cc-fallback")
+# Losses whose CC is parameterised by its mean: softmax(logits) *is* the CC
+# mean, which puts the CC-LS optimum at label smoothing's logit gaps.
+MEAN_PARAMETERISED: tuple[str, ...] = ("cc-mean",)
 
 
 def make_loss(loss: str, logit_scale: float = 1.0) -> keras.losses.Loss:
@@ -231,11 +277,13 @@ def make_loss(loss: str, logit_scale: float = 1.0) -> keras.losses.Loss:
 
     xe, ls and rls are all cross-entropy (they differ in their targets); cc and
     rcc are the continuous-categorical negative log-likelihood of the same
-    targets, and cc-fallback the authors' mixture of the two. Smoothing is
-    done in the pipeline (``label_smoothing=0`` here), so the randomised
-    variants can share the code path. ``logit_scale`` multiplies the logits
-    the loss sees (``keras_cc``'s ``logit_scale`` for the CC; the same factor
-    for cross-entropy, for a like-for-like comparison).
+    targets, cc-mean the same likelihood under the mean parameterisation (the
+    CC whose mean is softmax(logits)), and cc-fallback the authors' mixture
+    of CC and cross-entropy. Smoothing is done in the pipeline
+    (``label_smoothing=0`` here), so the randomised variants can share the
+    code path. ``logit_scale`` multiplies the logits the loss sees
+    (``keras_cc``'s ``logit_scale`` for the CC; the same factor for
+    cross-entropy, for a like-for-like comparison).
     """
     name = f"{loss.replace('-', '_')}_loss"
     if loss in ("xe", "ls", "rls"):
@@ -245,6 +293,15 @@ def make_loss(loss: str, logit_scale: float = 1.0) -> keras.losses.Loss:
     if loss in ("cc", "rcc"):
         return keras_cc.losses.ContinuousCategoricalCrossentropy(
             from_logits=True, logit_scale=logit_scale, name=name
+        )
+    if loss == "cc-mean":
+        if logit_scale != 1.0:
+            raise ValueError(
+                "cc-mean takes no logit scale: its optimum already sits at "
+                "label smoothing's logit gaps."
+            )
+        return keras_cc.losses.ContinuousCategoricalCrossentropy(
+            from_logits=True, parameterization="mean", name=name
         )
     if loss == "cc-fallback":
         if logit_scale != 1.0:
@@ -333,6 +390,17 @@ def make_optimizer(learning_rate: float = 1e-3) -> SkipNonFiniteOptimizer:
 def penultimate_model(model: keras.Model) -> keras.Model:
     """The sub-network from the input to the Flatten output (the features)."""
     return keras.Model(model.inputs, model.get_layer(PENULTIMATE).output)
+
+
+def cc_mean_readout(loss: str):
+    """The map from a CC loss's (scaled) logits to the model's CC mean.
+
+    ``keras_cc.ops.cc_mean`` under the natural parameterisation; for a
+    mean-parameterised loss the softmax of the logits is the mean itself.
+    """
+    if loss in MEAN_PARAMETERISED:
+        return ops.softmax
+    return keras_cc.ops.cc_mean
 
 
 def skipped_steps(model: keras.Model) -> int:

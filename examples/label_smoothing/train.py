@@ -9,6 +9,9 @@ is the same command):
     python -m examples.label_smoothing.train --preset paper --loss cc \
         --no-batch-norm --no-dropout --weight-decay 0 --seed 0 --out runs/cifar/cc_s0
 
+    python -m examples.label_smoothing.train --dataset digit-pairs --model mlp \
+        --loss ls --no-dropout --no-batch-norm --out runs/pairs/ls
+
 The run directory holds ``config.json``, ``metrics.csv`` (one row per epoch,
 flushed as soon as the epoch ends), the checkpoint
 (``ckpt-<epoch>.weights.h5``: weights and optimizer state, named by
@@ -41,8 +44,12 @@ if __name__ == "__main__" and not __package__:
 
 from examples._config import option, parse_config
 from examples._run_lock import RunLock
-from examples.label_smoothing import LOSSES
-from examples.label_smoothing.data import DATASETS
+from examples.label_smoothing import LOSSES, MODELS
+from examples.label_smoothing.data import (
+    DATASETS,
+    DIGIT_PAIRS_PER_CLASS,
+    DIGIT_PAIRS_TEST_PER_CLASS,
+)
 
 CSV_FIELDS: tuple[str, ...] = (
     "epoch",
@@ -64,7 +71,9 @@ _RUN_IDENTITY: tuple[str, ...] = (
     "dataset",
     "data_dir",
     "digits_size",
+    "pairs_per_class",
     "val_fraction",
+    "model",
     "loss",
     "alpha",
     "logit_scale",
@@ -81,6 +90,12 @@ _RUN_IDENTITY: tuple[str, ...] = (
     "limit_train",
     "limit_test",
 )
+# Options added to the run identity after runs had been recorded: an older
+# config.json without them meant these values.
+_IDENTITY_BEFORE_RECORDED: dict[str, Any] = {
+    "model": "cnn",
+    "pairs_per_class": DIGIT_PAIRS_PER_CLASS,
+}
 PRESETS: dict[str, dict[str, Any]] = {
     # The paper's CIFAR-10 protocol (Gordon-Rodriguez et al. 2020, case 1).
     "paper": {
@@ -98,16 +113,20 @@ AUGMENT_DEFAULTS: dict[str, dict[str, Any]] = {
     "digits": {"rotation": 15.0, "shift": 0.1, "flip": False},
     # Signals: the image augmentations do not apply.
     "mnist1d": {"rotation": 0.0, "shift": 0.0, "flip": False},
+    # None: the pairs are a fixed, finite sample (a comparison of losses on
+    # it needs no augmentation axis), and a flip would swap the digits.
+    "digit-pairs": {"rotation": 0.0, "shift": 0.0, "flip": False},
 }
 BACKENDS: tuple[str, ...] = ("tensorflow", "jax")
 DESCRIPTION = (
     "Train the CNN of Gordon-Rodriguez et al. (2020, case 1) with one loss. "
     "Losses: xe = cross-entropy on one-hot labels; ls = cross-entropy on "
     "y_LS = (1-alpha)*onehot + alpha/K; cc = keras_cc continuous-categorical "
-    "NLL of y_LS; rls/rcc = the same with y = (1-alpha)*onehot + alpha*u, "
-    "u ~ Dirichlet(1) drawn per example and batch; cc-fallback = the original "
-    "authors' CC with a cross-entropy fallback. Steps with a non-finite "
-    "gradient are skipped."
+    "NLL of y_LS; cc-mean = the same NLL with the CC parameterised by its mean "
+    "softmax(logits); rls/rcc = the same as ls/cc with y = (1-alpha)*onehot + "
+    "alpha*u, u ~ Dirichlet(1) drawn per example and batch; cc-fallback = the "
+    "original authors' CC with a cross-entropy fallback. Steps with a "
+    "non-finite gradient are skipped."
 )
 
 
@@ -125,6 +144,7 @@ def logit_scale_from_text(text: str) -> float | str:
 
 # The headings of --help.
 _DATA = "data"
+_NETWORK = "network"
 _LOSS = "loss and targets"
 _REGULARISATION = "regularisation (the ablation axes)"
 _AUGMENTATION = (
@@ -153,6 +173,14 @@ class TrainConfig:
         at_least=8,
         group=_DATA,
     )
+    pairs_per_class: int = option(
+        DIGIT_PAIRS_PER_CLASS,
+        "digit-pairs only: training + validation pairs per class (the 100 "
+        "classes are 10a + b, digit a left of digit b; the test set has "
+        f"{DIGIT_PAIRS_TEST_PER_CLASS} pairs per class, of held-out digit images)",
+        at_least=2,
+        group=_DATA,
+    )
     val_fraction: float = option(
         0.1,
         "stratified share of the training set held out for validation "
@@ -166,6 +194,13 @@ class TrainConfig:
     )
     limit_test: int | None = option(
         None, "use the first N test images", at_least=1, group=_DATA
+    )
+    model: str = option(
+        "cnn",
+        "cnn: the dataset's CNN (MNIST-1D's for signals, the paper's for "
+        "images); mlp: Flatten, Dense 256 ReLU x 2, Dense K",
+        choices=MODELS,
+        group=_NETWORK,
     )
     loss: str = option(
         help="the loss (see the description above)",
@@ -202,7 +237,7 @@ class TrainConfig:
     )
     dropout: bool = option(
         True,
-        "dropout 0.2/0.3/0.4 after the three blocks",
+        "dropout 0.2/0.3/0.4 after the three blocks (mlp: 0.2/0.3 after its two)",
         group=_REGULARISATION,
     )
     batch_norm: bool = option(True, "BatchNorm after every ELU", group=_REGULARISATION)
@@ -282,20 +317,29 @@ def train_checks(cfg: TrainConfig) -> list[str]:
     aug = augmentation(cfg)
     if cfg.dataset == "mnist1d" and (aug["rotation"] or aug["shift"] or aug["flip"]):
         problems.append("--rotation, --shift and --flip apply to images, not mnist1d")
+    if cfg.dataset == "digit-pairs" and aug["flip"]:
+        problems.append(
+            "--flip does not apply to digit-pairs: a mirrored pair swaps its digits"
+        )
     return problems
 
 
 def logit_scale_problems(scale: float | str, loss: str, alpha: float) -> list[str]:
     """'auto' needs smoothed targets; a number must be positive and finite."""
     if scale == "auto":
-        if loss in ("xe", "cc-fallback") or not 0.0 < alpha < 1.0:
+        if loss in ("xe", "cc-fallback", "cc-mean") or not 0.0 < alpha < 1.0:
             return [
                 "--logit-scale auto needs smoothed targets (0 < --alpha < 1) and "
-                "a loss other than xe or cc-fallback"
+                "a loss other than xe, cc-fallback or cc-mean"
             ]
         return []
     if not 0 < float(scale) < float("inf"):
         return [f"--logit-scale must be 'auto' or a number > 0; got {scale}"]
+    if loss == "cc-mean" and scale != 1.0:
+        return [
+            "--logit-scale does not apply to cc-mean: its optimum already sits "
+            "at label smoothing's logit gaps"
+        ]
     if loss == "cc-fallback" and scale != 1.0:
         return ["--logit-scale applies to every loss but cc-fallback"]
     return []
@@ -316,7 +360,9 @@ def resolve_logit_scale(logit_scale: float | str, num_classes: int, alpha: float
     return float(logit_scale)
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file and a rename, so that a
+    reader sees the old or the new file, never half of one."""
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
@@ -374,7 +420,11 @@ def run(cfg: TrainConfig) -> int:
     config_path = out / "config.json"
     if config_path.exists():
         old = json.loads(config_path.read_text())
-        changed = {k for k in _RUN_IDENTITY if old.get(k) != config.get(k)}
+        changed = {
+            k
+            for k in _RUN_IDENTITY
+            if old.get(k, _IDENTITY_BEFORE_RECORDED.get(k)) != config.get(k)
+        }
         if changed:
             print(
                 f"error: {out} holds a run with different settings "
@@ -391,7 +441,7 @@ def run(cfg: TrainConfig) -> int:
         # Re-read: the other process may have finished it meanwhile.
         if _already_finished(out, cfg.epochs):
             return 0
-        _atomic_write_text(config_path, json.dumps(config, indent=2) + "\n")
+        atomic_write_text(config_path, json.dumps(config, indent=2) + "\n")
         train(cfg, out, int(read_state(out)["epoch"]))
     return 0
 
@@ -424,6 +474,7 @@ def train(cfg: TrainConfig, out: Path, start_epoch: int) -> None:
         cfg.val_fraction,
         cfg.limit_train,
         cfg.limit_test,
+        cfg.pairs_per_class,
     )
     # After loading: the MNIST-1D generator reseeds NumPy's global RNG.
     keras.utils.set_random_seed(cfg.seed)
@@ -498,6 +549,7 @@ def _compiled_model(cfg: TrainConfig, data):
         dropout=cfg.dropout,
         weight_decay=cfg.weight_decay,
         learned_scale=scale if cfg.learn_logit_scale else None,
+        architecture=cfg.model,
     )
     loss = model_lib.make_loss(cfg.loss, loss_scale)
     metrics = [
@@ -520,15 +572,25 @@ def _compiled_model(cfg: TrainConfig, data):
     return model
 
 
+# The batch of the validation and test passes (see Evaluator).
+EVAL_BATCH = 256
+
+
 class Evaluator:
     """Validation and test metrics of a model, from its predicted logits.
 
     Accuracy, the loss's data term on the split's targets, and the
     calibration of the predicted class probabilities (NLL of the true label
     and 15-bin ECE): ``softmax(s z)`` for every loss and, for the CC losses,
-    also the CC mean ``cc_mean(s z)``, where ``s`` is the loss's logit scale.
-    Both passes are compiled (``evaluate`` and ``predict``), so evaluating
-    every epoch costs about as much as a fraction of an epoch of training.
+    also the model's CC mean (``cc_mean(s z)``; ``softmax(z)`` under the mean
+    parameterisation), where ``s`` is the loss's logit scale. All of it
+    comes from one compiled pass (``predict`` of a readout model), so
+    evaluating every epoch costs about as much as a fraction of an epoch of
+    training. Each split is fed in whole batches of :data:`EVAL_BATCH` (the
+    last one filled up with repeats of the first rows, whose outputs are
+    dropped): with one batch shape, Keras traces (or compiles) the pass once
+    per run rather than once per split and remainder size, and a trace of
+    the CC costs seconds.
     """
 
     def __init__(self, data, loss_name: str, alpha: float, logit_scale: float):
@@ -550,22 +612,30 @@ class Evaluator:
                     ("test", data.x_test, data.y_test),
                 )
             }
+        self.num_classes = k
         self.logit_scale = logit_scale
         self.with_cc_mean = loss_name in model_lib.CC_LOSSES
+        # The model's CC mean as a function of its scaled logits.
+        self.cc_mean = model_lib.cc_mean_readout(loss_name)
         self._readout = None
 
     def _readout_model(self, model):
-        """The model's logits times the scale and, for the CC, their CC mean."""
+        """(inputs, targets) -> the logits times the scale, the loss's data
+        term per example (the ``nll`` metric of training) and, for the CC,
+        the CC mean."""
         import keras
 
-        import keras_cc
-
         if self._readout is None or self._readout[0] is not model:
+            targets = keras.Input(shape=(self.num_classes,), name="targets")
             scaled = keras.layers.Rescaling(self.logit_scale)(model.output)
-            outputs = [scaled]
+            data_term = keras.layers.Lambda(lambda pair: model.loss.call(*pair))(
+                [targets, model.output]
+            )
+            outputs = [scaled, data_term]
             if self.with_cc_mean:
-                outputs.append(keras.layers.Lambda(keras_cc.ops.cc_mean)(scaled))
-            self._readout = (model, keras.Model(model.inputs, outputs))
+                outputs.append(keras.layers.Lambda(self.cc_mean)(scaled))
+            readout = keras.Model([*model.inputs, targets], outputs)
+            self._readout = (model, readout)
         return self._readout[1]
 
     def __call__(self, model) -> dict[str, float]:
@@ -575,12 +645,13 @@ class Evaluator:
         row: dict[str, float] = {}
         self.test_predictions: dict[str, np.ndarray] = {}
         for split, (x, labels, targets) in self.splits.items():
-            scores = model.evaluate(
-                x, targets, batch_size=1024, verbose=0, return_dict=True
+            n = len(x)
+            rows = np.arange(-(-n // EVAL_BATCH) * EVAL_BATCH) % n
+            outputs = readout.predict(
+                [x[rows], targets[rows]], batch_size=EVAL_BATCH, verbose=0
             )
-            row[f"{split}_loss"] = scores["nll"]
-            outputs = readout.predict(x, batch_size=1024, verbose=0)
-            scaled = outputs[0] if self.with_cc_mean else outputs
+            scaled, data_term, *mean = (o[:n] for o in outputs)
+            row[f"{split}_loss"] = float(np.mean(data_term, dtype=np.float64))
             probs = calibration.softmax(scaled)
             row[f"{split}_accuracy"] = float(np.mean(probs.argmax(1) == labels))
             row[f"{split}_nll"] = calibration.negative_log_likelihood(probs, labels)
@@ -590,8 +661,8 @@ class Evaluator:
                     "probs": probs.astype(np.float32),
                     "labels": labels,
                 }
-            if self.with_cc_mean:
-                mean = outputs[1]
+            if mean:
+                (mean,) = mean
                 if split == "test":
                     self.test_predictions["ccmean"] = mean
                 row[f"{split}_ccmean_nll"] = calibration.negative_log_likelihood(
@@ -748,7 +819,7 @@ def _epoch_recorder(
             # save_weights includes the optimizer's variables (Adam state).
             self.model.save_weights(_checkpoint_path(self.out, done))
             state = {"epoch": done, "finished": done >= self.epochs}
-            _atomic_write_text(self.out / "state.json", json.dumps(state) + "\n")
+            atomic_write_text(self.out / "state.json", json.dumps(state) + "\n")
             _checkpoint_path(self.out, done - 1).unlink(missing_ok=True)
             if self.stop_at is not None and done >= self.stop_at and done < self.epochs:
                 print(f"{self.out}: stopping after epoch {done} (--stop-after).")
