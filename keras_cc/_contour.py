@@ -760,7 +760,8 @@ def natural_from_mean_rows(log_mean, steps: int | None = None):
         steps = _INVERSE_STEPS[compute_dtype(dtype)]
     size = log_mean.shape[-1]
     log_p = log_mean - ops.logsumexp(log_mean, axis=-1, keepdims=True)
-    log_p = ops.maximum(log_p, math.log(mean_floor(dtype)))
+    floor = ops.full_like(log_p, math.log(mean_floor(dtype)))
+    log_p = keep_f64("maximum", log_p, floor)
     log_p = log_p - ops.logsumexp(log_p, axis=-1, keepdims=True)
     p = ops.exp(log_p)
     top = ops.one_hot(ops.argmax(log_p, axis=-1), size, dtype=dtype)
@@ -774,6 +775,6 @@ def natural_from_mean_rows(log_mean, steps: int | None = None):
         mean = mean_from_state(quad)
         cov = covariance_from_state(quad, full=True)
         delta = scaled_tail_solve(cov, (p - mean) / p, p, top) / p
-        return ops.minimum(eta + delta, 0.5 * eta)
+        return keep_f64("minimum", eta + delta, 0.5 * eta)
 
     return _fori_loop(steps, newton_step, start), p, top

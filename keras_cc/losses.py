@@ -123,8 +123,8 @@ def _check_options(
             "CC's logits) or \"mean\" (their softmax is the CC's mean). "
             f"Received: {parameterization!r}"
         )
-    if parameterization == "mean" and not (
-        not isinstance(logit_scale, (str, bool)) and logit_scale == 1
+    if parameterization == "mean" and (
+        isinstance(logit_scale, (str, bool)) or logit_scale != 1
     ):
         raise ValueError(
             '`logit_scale` applies to `parameterization="natural"`; the mean '

@@ -188,16 +188,26 @@ def cc_variance(logits, axis: int = -1):
     )
 
 
-def _from_quadrature(logits, axis: int, moment):
-    """``moment(state)`` of the row-wise quadrature, with the class axis put back."""
+def _row_wise(logits, axis: int, rows_fn):
+    """``rows_fn`` on the logits as (rows, K) in the compute dtype, with the
+    leading dimensions, the class axis and the input dtype put back."""
     z, in_dtype, axis_used = _prepare(logits, axis)
     rows, restore = _as_rows(z)
-    x, _, finite = _contour.shift_logits(rows)
-    _, state = _contour.log_partition_and_state(x)
-    out = restore(_contour.nan_unless(finite, moment(state)))
+    out = restore(rows_fn(rows))
     if axis_used != len(z.shape) - 1:
         out = ops.moveaxis(out, -1, axis_used)
     return ops.cast(out, in_dtype)
+
+
+def _from_quadrature(logits, axis: int, moment):
+    """``moment(state)`` of the row-wise quadrature, with the class axis put back."""
+
+    def rows_fn(rows):
+        x, _, finite = _contour.shift_logits(rows)
+        _, state = _contour.log_partition_and_state(x)
+        return _contour.nan_unless(finite, moment(state))
+
+    return _row_wise(logits, axis, rows_fn)
 
 
 def cc_mean_floor(dtype: str = "float32") -> float:
@@ -287,12 +297,7 @@ def cc_natural_from_mean_logits(mean_logits, axis: int = -1):
     >>> np.round(np.asarray(cc_mean(eta)), 6)
     array([0.7, 0.2, 0.1])
     """
-    z, in_dtype, axis_used = _prepare(mean_logits, axis)
-    rows, restore = _as_rows(z)
-    out = restore(_natural_from_mean_rows(rows))
-    if axis_used != len(z.shape) - 1:
-        out = ops.moveaxis(out, -1, axis_used)
-    return ops.cast(out, in_dtype)
+    return _row_wise(mean_logits, axis, _natural_from_mean_rows)
 
 
 def cc_natural_from_mean(mean, axis: int = -1):

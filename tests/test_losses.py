@@ -796,7 +796,7 @@ def test_docstring_examples():
     import keras_cc
 
     globs = {"np": np, "keras": keras, "keras_cc": keras_cc}
-    for module in (cc_losses, keras_cc.metrics):
+    for module in (cc_losses, keras_cc.metrics, keras_cc.ops):
         result = doctest.testmod(module, extraglobs=globs, optionflags=doctest.ELLIPSIS)
         assert result.attempted > 0 and result.failed == 0, module.__name__
 

@@ -600,12 +600,15 @@ def evaluate(
             actions[need_fire] = 1  # FIRE is action 1 in every minimal set
         obs, rewards, terminated, truncated, info = env.step(actions)
         done = terminated | truncated
-        running += rewards
-        for i in np.flatnonzero(done):
-            if quota is None or done_per_env[i] < quota:
-                finished.append(float(running[i]))
-            done_per_env[i] += 1
-            running[i] = 0.0
+        ended = finish_episodes(running, rewards, done)
+        if quota is None:
+            finished += ended
+        else:
+            # Each env's first `quota` episodes count; later ones do not.
+            for i, score in zip(np.flatnonzero(done), ended, strict=True):
+                if done_per_env[i] < quota:
+                    finished.append(score)
+            done_per_env += done
         if fire:
             need_fire = (info["lives"] < lives) & ~done
             lives = info["lives"].copy()
