@@ -123,6 +123,12 @@ def _check_options(
             "CC's logits) or \"mean\" (their softmax is the CC's mean). "
             f"Received: {parameterization!r}"
         )
+    if not 0.0 <= float(label_smoothing) <= 1.0:
+        raise ValueError(
+            f"`label_smoothing` must be in [0, 1]. Received: {label_smoothing}"
+        )
+    if logit_scale is None:  # the default, see `_resolve_logit_scale`
+        return
     if parameterization == "mean" and (
         isinstance(logit_scale, (str, bool)) or logit_scale != 1
     ):
@@ -131,10 +137,6 @@ def _check_options(
             "parameterisation puts every optimum where cross-entropy's is and "
             f"needs no scale. Received: logit_scale={logit_scale!r} with "
             'parameterization="mean".'
-        )
-    if not 0.0 <= float(label_smoothing) <= 1.0:
-        raise ValueError(
-            f"`label_smoothing` must be in [0, 1]. Received: {label_smoothing}"
         )
     if isinstance(logit_scale, str):
         if logit_scale != "auto":
@@ -163,8 +165,17 @@ def _check_options(
         )
 
 
-def _resolve_logit_scale(logit_scale, label_smoothing: float, num_classes) -> float:
-    """The numeric scale; "auto" needs the number of classes statically."""
+def _resolve_logit_scale(
+    logit_scale, label_smoothing: float, num_classes, parameterization: str
+) -> float:
+    """The numeric scale; "auto" needs the number of classes statically.
+
+    The default (None) is "auto" for label smoothing under the natural
+    parameterisation, where it is measured to train far better than 1
+    (docs/label_smoothing.md), and 1 otherwise."""
+    if logit_scale is None:
+        smoothing = 0.0 < float(label_smoothing) < 1.0
+        logit_scale = "auto" if smoothing and parameterization == "natural" else 1.0
     if logit_scale != "auto":
         return float(logit_scale)
     if num_classes is None:
@@ -323,7 +334,9 @@ def _crossentropy(
     `torch.compile`), `keras.callbacks.TerminateOnNaN` and non-finite
     counters still see the bad target instead of a finite wrong loss.
     """
-    scale = _resolve_logit_scale(logit_scale, label_smoothing, y_pred.shape[axis])
+    scale = _resolve_logit_scale(
+        logit_scale, label_smoothing, y_pred.shape[axis], parameterization
+    )
     logits = _logits_from_pred(y_pred, from_logits, fn_name)
     if scale != 1.0:
         logits = logits * ops.cast(scale, logits.dtype)
@@ -359,7 +372,7 @@ def continuous_categorical_crossentropy(
     label_smoothing: float = 0.0,
     axis: int = -1,
     validate_targets: bool = True,
-    logit_scale: float | str = 1.0,
+    logit_scale: float | str | None = None,
     parameterization: str = "natural",
 ):
     """Computes the continuous categorical (CC) negative log-likelihood.
@@ -395,11 +408,14 @@ def continuous_categorical_crossentropy(
             Where no error can be raised (XLA, `jax.jit`, `torch.compile`)
             the loss of each invalid row is NaN, and so is its gradient row.
             Nothing is clipped or renormalised.
-        logit_scale: The CC's logits are `logit_scale * z`. Defaults to `1.0`,
-            the plain likelihood. `"auto"` (needs `label_smoothing` in (0, 1))
-            uses `label_smoothing_logit_scale(K, label_smoothing)`, about 22
-            for K = 10 and α = 0.1, with which CC-LS trains as fast as label
-            smoothing; see `ContinuousCategoricalCrossentropy`.
+        logit_scale: The CC's logits are `logit_scale * z`: a positive
+            number, `"auto"` (needs `label_smoothing` in (0, 1)):
+            `label_smoothing_logit_scale(K, label_smoothing)`, about 22 for
+            K = 10 and α = 0.1, with which CC-LS trains about as fast as
+            label smoothing), or `None` (default): `"auto"` when
+            `label_smoothing` is in (0, 1) and `parameterization="natural"`,
+            else `1.0`, the plain likelihood; see
+            `ContinuousCategoricalCrossentropy`.
         parameterization: `"natural"` (default): `z` (times `logit_scale`)
             are the CC's logits. `"mean"`: `softmax(z)` is the CC's mean and
             the CC's logits are `keras_cc.ops.cc_natural_from_mean_logits(z)`;
@@ -454,7 +470,7 @@ def sparse_continuous_categorical_crossentropy(
     label_smoothing: float = 0.0,
     axis: int = -1,
     validate_targets: bool = True,
-    logit_scale: float | str = 1.0,
+    logit_scale: float | str | None = None,
     parameterization: str = "natural",
 ):
     """CC negative log-likelihood with integer class labels.
@@ -476,8 +492,9 @@ def sparse_continuous_categorical_crossentropy(
             `[0, num_classes)` raise a `ValueError` eagerly (runtime asserts in
             a TensorFlow graph); under XLA, `jax.jit` or `torch.compile` the
             loss and gradient rows of such labels are NaN.
-        logit_scale: The CC's logits are `logit_scale * z`; a positive number
-            or `"auto"`, as in `continuous_categorical_crossentropy`.
+        logit_scale: The CC's logits are `logit_scale * z`; a positive
+            number, `"auto"` or `None` (default), as in
+            `continuous_categorical_crossentropy`.
         parameterization: `"natural"` (default) or `"mean"`, as in
             `continuous_categorical_crossentropy`.
 
@@ -541,7 +558,7 @@ def _options(
     label_smoothing: float,
     axis: int,
     validate_targets: bool,
-    logit_scale: float | str,
+    logit_scale: float | str | None,
     parameterization: str,
 ) -> dict[str, Any]:
     """The keyword options of the CC loss functions, checked once, when a loss
@@ -618,7 +635,7 @@ class _LossFunctionWrapper(_StoredOptions, keras.losses.Loss):
         name: str | None = None,
         dtype=None,
         validate_targets: bool = True,
-        logit_scale: float | str = 1.0,
+        logit_scale: float | str | None = None,
         parameterization: str = "natural",
     ):
         options = _options(
@@ -697,16 +714,22 @@ class ContinuousCategoricalCrossentropy(_LossFunctionWrapper):
             `jax.jit`, `torch.compile`) the loss of each invalid row is NaN,
             so `keras.callbacks.TerminateOnNaN` stops the run. Set `False` to
             skip the check.
-        logit_scale: A positive number `s` or `"auto"`: the loss is the CC
-            negative log-likelihood under logits `s * z`. Defaults to `1.0`.
-            Use `"auto"` for CC-LS (`label_smoothing=α` here) and
-            `label_smoothing_logit_scale(K, α)` when the targets are smoothed
-            before the loss; both give `(K/α) / log(1 + K(1-α)/α)`, about 22
-            for K = 10, α = 0.1. Why: the CC-LS optimum sits at logit gaps near
-            `K/α` (100), label smoothing's near `log(1 + K(1-α)/α)` (4.5), and
-            with Adam's roughly constant step a linear head takes many times
-            longer to reach 100; with the scale, CC-LS trains at LS's pace
-            (see `docs/label_smoothing.md` for the measurements). The model's
+        logit_scale: A positive number `s`, `"auto"` or `None`: the loss is
+            the CC negative log-likelihood under logits `s * z`. `"auto"`
+            (for CC-LS, `label_smoothing=α` here) and
+            `label_smoothing_logit_scale(K, α)` (when the targets are
+            smoothed before the loss) both give `(K/α) / log(1 + K(1-α)/α)`,
+            about 22 for K = 10, α = 0.1. The default, `None`, is `"auto"`
+            when `label_smoothing` is in (0, 1) (and the parameterization is
+            natural) and `1.0` (the plain likelihood) otherwise, so the
+            headline `ContinuousCategoricalCrossentropy(label_smoothing=0.1)`
+            is CC-LS with the scale; pass `logit_scale=1.0` for plain CC-LS
+            (keras_cc 0.1's default; models saved with it keep it). Why:
+            the CC-LS optimum sits at logit gaps near `K/α` (100), label
+            smoothing's near `log(1 + K(1-α)/α)` (4.5), and with Adam's
+            roughly constant step a linear head takes many times longer to
+            reach 100; with the scale, CC-LS trains at about LS's pace (see
+            `docs/label_smoothing.md` for the measurements). The model's
             predicted CC is then `CC(logits=s * z)`: read probabilities as
             `softmax(s * z)` or `keras_cc.ops.cc_mean(s * z)`.
         parameterization: `"natural"` (default) or `"mean"`. With `"mean"`
@@ -736,26 +759,28 @@ class ContinuousCategoricalCrossentropy(_LossFunctionWrapper):
     >>> round(float(loss(y_true, logits, sample_weight=np.array([0.3, 0.7]))), 4)
     -0.9762
 
-    >>> # CC-LS: label smoothing, no reduction.
+    >>> # Plain CC-LS (no logit scale), no reduction.
     >>> loss = keras_cc.losses.ContinuousCategoricalCrossentropy(
-    ...     from_logits=True, label_smoothing=0.1, reduction=None)
+    ...     from_logits=True, label_smoothing=0.1, logit_scale=1.0,
+    ...     reduction=None)
     >>> np.round(np.asarray(loss(y_true, logits)), 4)
     array([-2.7625, -1.3933], dtype=float32)
 
-    >>> # CC-LS with the label-smoothing logit scale (9.0 for K = 3).
+    >>> # CC-LS as it is by default: the label-smoothing logit scale
+    >>> # ("auto", 9.0 for K = 3), the same as the plain loss at 9.0 * z.
     >>> loss = keras_cc.losses.ContinuousCategoricalCrossentropy(
-    ...     from_logits=True, label_smoothing=0.1, logit_scale="auto")
+    ...     from_logits=True, label_smoothing=0.1)
     >>> round(float(loss(y_true, logits / 10.0)), 4)
     -1.9701
 
-    Usage with the `compile()` API (CC-LS that trains as fast as label
-    smoothing):
+    Usage with the `compile()` API (CC-LS, with the label-smoothing logit
+    scale by default):
 
     ```python
     model.compile(
         optimizer="adam",
         loss=keras_cc.losses.ContinuousCategoricalCrossentropy(
-            from_logits=True, label_smoothing=0.1, logit_scale="auto"
+            from_logits=True, label_smoothing=0.1
         ),
     )
     ```
@@ -790,18 +815,20 @@ class SparseContinuousCategoricalCrossentropy(_LossFunctionWrapper):
             `[0, num_classes)` raise a `ValueError` eagerly (runtime asserts in
             a TensorFlow graph); under XLA, `jax.jit` or `torch.compile` their
             rows' loss is NaN.
-        logit_scale: A positive number or `"auto"`: the CC's logits are
+        logit_scale: A positive number, `"auto"` or `None` (default:
+            `"auto"` with label smoothing, else 1): the CC's logits are
             `logit_scale * z`; see `ContinuousCategoricalCrossentropy`.
         parameterization: `"natural"` (default) or `"mean"` (the model's
             softmax is the CC's mean); see `ContinuousCategoricalCrossentropy`.
 
     Examples:
 
+    >>> # CC-LS (the label-smoothing logit scale by default, 9.0 for K = 3).
     >>> loss = keras_cc.losses.SparseContinuousCategoricalCrossentropy(
     ...     from_logits=True, label_smoothing=0.1)
     >>> logits = np.array([[-1.0, 4.0, 0.0], [0.5, 1.0, 2.0]])
-    >>> round(float(loss(np.array([1, 2]), logits)), 4)
-    -2.0779
+    >>> round(float(loss(np.array([1, 2]), logits / 10.0)), 4)
+    -1.9701
 
     Usage with the `compile()` API:
 

@@ -35,7 +35,7 @@ class _MeanMetricWrapper(_StoredOptions, keras.metrics.MeanMetricWrapper):
         label_smoothing: float = 0.0,
         axis: int = -1,
         validate_targets: bool = True,
-        logit_scale: float | str = 1.0,
+        logit_scale: float | str | None = None,
         parameterization: str = "natural",
     ):
         options = _options(
@@ -82,7 +82,8 @@ class ContinuousCategoricalCrossentropy(_MeanMetricWrapper):
         axis: The class axis. Defaults to `-1`.
         validate_targets: If `True` (default), `y_true` must lie on the
             simplex (see the loss for the tolerance and when it is checked).
-        logit_scale: A positive number or `"auto"`: the CC's logits are
+        logit_scale: A positive number, `"auto"` or `None` (default:
+            `"auto"` with label smoothing, else 1): the CC's logits are
             `logit_scale * z`, as in the loss (use the loss's value).
         parameterization: `"natural"` (default) or `"mean"`, as in the loss.
 
@@ -135,7 +136,8 @@ class SparseContinuousCategoricalCrossentropy(_MeanMetricWrapper):
         axis: The class axis of `y_pred`. Defaults to `-1`.
         validate_targets: If `True` (default), labels must lie in
             `[0, num_classes)` (see the loss for when it is checked).
-        logit_scale: A positive number or `"auto"`, as in the loss.
+        logit_scale: A positive number, `"auto"` or `None` (default), as in
+            the loss.
         parameterization: `"natural"` (default) or `"mean"`, as in the loss.
 
     Examples:

@@ -46,7 +46,7 @@ def build():
 
 def make_loss():
     return cc_losses.ContinuousCategoricalCrossentropy(
-        from_logits=True, label_smoothing=0.1
+        from_logits=True, label_smoothing=0.1, logit_scale=1.0
     )
 
 

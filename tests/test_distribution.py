@@ -639,3 +639,92 @@ def test_non_tensorflow_backend_gets_a_clear_import_error():
     )
     assert result.returncode != 0
     assert "ImportError: keras_cc.distributions needs the TensorFlow" in result.stderr
+
+
+# --------------------------------------------------------------------------
+# A CC from its mean.
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_from_mean_has_that_mean_by_mpmath(dtype):
+    """The mpmath mean of the logits that from_mean finds is the mean asked
+    for (near uniform, label-smoothing shaped, and a spread one)."""
+    means = np.array(
+        [
+            [0.26, 0.25, 0.25, 0.24],
+            [0.925, 0.025, 0.025, 0.025],
+            [0.6, 0.3, 0.09, 0.01],
+        ]
+    )
+    dist = ContinuousCategorical.from_mean(means.astype(dtype))
+    assert dist.dtype == tf.as_dtype(dtype)
+    logits = dist.logits.numpy().astype(np.float64)
+    np.testing.assert_allclose(logits.max(-1), 0.0, atol=0)
+    tol = 2e-5 if dtype == np.float32 else 1e-10
+    for row, want in zip(logits, means, strict=True):
+        np.testing.assert_allclose(reference.mean(row), want, rtol=tol, atol=tol)
+    np.testing.assert_allclose(dist.mean().numpy(), means, rtol=tol, atol=tol)
+
+
+def test_from_mean_k2_is_the_continuous_bernoulli_with_that_mean():
+    """K = 2: TFP's ContinuousBernoulli whose mean is m (its logit found by
+    bisection on TFP's own mean) has the same density at every point."""
+    m = 0.8
+    low, high = -50.0, 50.0
+    for _ in range(100):
+        middle = 0.5 * (low + high)
+        cb_mean = float(
+            tfp.distributions.ContinuousBernoulli(
+                logits=tf.constant(middle, tf.float64)
+            ).mean()
+        )
+        low, high = (middle, high) if cb_mean < m else (low, middle)
+    bernoulli = tfp.distributions.ContinuousBernoulli(
+        logits=tf.constant(0.5 * (low + high), tf.float64)
+    )
+    dist = ContinuousCategorical.from_mean(np.array([m, 1 - m]))
+    t = np.array([0.05, 0.3, 0.5, 0.9])
+    np.testing.assert_allclose(
+        dist.log_prob(np.stack([t, 1 - t], -1)).numpy(),
+        bernoulli.log_prob(t).numpy(),
+        rtol=1e-6,  # TFP's float64 mean is good to ~1e-8 near its Taylor cut
+    )
+
+
+@pytest.mark.parametrize(
+    "mean, match",
+    [
+        ([0.5, 0.5, 0.0], r"1 of 3 entries are not > 0.*\[2\]: 0"),
+        ([[0.5, 0.5], [np.nan, 1.0]], r"1 of 4 entries are not > 0.*\[1, 0\]: nan"),
+        (
+            [[0.5, 0.4, 0.2], [0.2, 0.3, 0.5]],
+            r"1 of 2 rows do not sum to 1.*\[0\]: 1.1",
+        ),
+        ([1.0], "at least 2"),
+    ],
+)
+def test_from_mean_rejects_means_off_the_open_simplex(mean, match):
+    with pytest.raises(ValueError, match=match):
+        ContinuousCategorical.from_mean(mean)
+
+
+def test_from_mean_validate_args_checks_a_value_known_later():
+    spec = [tf.TensorSpec([2], tf.float32)]
+
+    @tf.function(input_signature=spec)
+    def checked(mean):
+        return ContinuousCategorical.from_mean(mean, validate_args=True).mean()
+
+    @tf.function(input_signature=spec)
+    def unchecked(mean):
+        return ContinuousCategorical.from_mean(mean).mean()
+
+    with pytest.raises(tf.errors.InvalidArgumentError, match="sum to 1"):
+        checked(tf.constant([0.5, 0.6]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="strictly positive"):
+        checked(tf.constant([1.0, 0.0]))
+    np.testing.assert_allclose(
+        checked(tf.constant([0.3, 0.7])).numpy(), [0.3, 0.7], rtol=1e-5
+    )
+    # Without validate_args a bad row gives NaN statistics, no exception.
+    assert np.isnan(unchecked(tf.constant([1.0, 0.0])).numpy()).all()

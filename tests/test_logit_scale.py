@@ -94,6 +94,58 @@ def test_auto_equals_explicit_scale(rng):
     np.testing.assert_allclose(_np(auto(y, z)), _np(explicit(y, z)), rtol=1e-12)
 
 
+def test_default_scale_is_the_rule_with_label_smoothing_and_one_without(rng):
+    """The headline `ContinuousCategoricalCrossentropy(label_smoothing=α)` is
+    the mpmath CC NLL of y_LS under logits s*z with s the closed-form rule;
+    without smoothing, and under the mean parameterisation, the default is 1;
+    the config keeps `None`, so a reload follows the same rule."""
+    z = rng.normal(size=(B, K))
+    labels = rng.integers(0, K, size=B)
+    y = np.eye(K)[labels]
+    rule = (K / 0.1) / math.log(1 + K * 0.9 / 0.1)
+    want = ref.nll_rows(ref.smooth(y, 0.1), rule * z)
+    exact = cc_losses.continuous_categorical_crossentropy(  # float64 in and out
+        y, z, from_logits=True, label_smoothing=0.1
+    )
+    # Logits s*z reach 60 here: float64 cancellation leaves ~1e-7 (the bar
+    # of docs/numerics.md is relative to the terms, not the difference).
+    np.testing.assert_allclose(_np(exact), want, rtol=1e-6, atol=1e-6)
+    # The classes compute in float32 (Keras' floatx).
+    headline = cc_losses.ContinuousCategoricalCrossentropy(
+        from_logits=True, label_smoothing=0.1, reduction=None
+    )
+    np.testing.assert_allclose(_np(headline(y, z)), want, rtol=1e-5, atol=1e-5)
+    sparse = cc_losses.SparseContinuousCategoricalCrossentropy(
+        from_logits=True, label_smoothing=0.1, reduction=None
+    )
+    np.testing.assert_allclose(_np(sparse(labels, z)), want, rtol=1e-5, atol=1e-5)
+    assert headline.get_config()["logit_scale"] is None
+    clone = cc_losses.ContinuousCategoricalCrossentropy.from_config(
+        headline.get_config()
+    )
+    np.testing.assert_allclose(_np(clone(y, z)), want, rtol=1e-5, atol=1e-5)
+    soft = rng.dirichlet(np.ones(K), size=B)
+    plain = cc_losses.continuous_categorical_crossentropy(soft, z, from_logits=True)
+    np.testing.assert_allclose(_np(plain), ref.nll_rows(soft, z), rtol=1e-9, atol=1e-9)
+    mean = cc_losses.continuous_categorical_crossentropy(
+        y, z, from_logits=True, label_smoothing=0.1, parameterization="mean"
+    )
+    mean_unscaled = cc_losses.continuous_categorical_crossentropy(
+        y,
+        z,
+        from_logits=True,
+        label_smoothing=0.1,
+        parameterization="mean",
+        logit_scale=1.0,
+    )
+    np.testing.assert_allclose(_np(mean), _np(mean_unscaled), rtol=1e-12)
+    metric = cc_metrics.ContinuousCategoricalCrossentropy(
+        from_logits=True, label_smoothing=0.1
+    )
+    metric.update_state(y, z)
+    np.testing.assert_allclose(float(metric.result()), want.mean(), rtol=1e-6)
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [

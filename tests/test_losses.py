@@ -71,7 +71,7 @@ def test_value_matches_mpmath_explicit_formula(rng, num_classes, label_smoothing
     y[0] = np.eye(num_classes, dtype=np.float32)[1]  # a one-hot row too
     got = _np(
         cc_losses.continuous_categorical_crossentropy(
-            y, z, from_logits=True, label_smoothing=label_smoothing
+            y, z, from_logits=True, label_smoothing=label_smoothing, logit_scale=1.0
         )
     )
     y_s = ref.smooth(y, label_smoothing)
@@ -169,7 +169,11 @@ def test_gradient_is_mean_minus_target(rng, label_smoothing):
     def total(logits):
         return ops.sum(
             cc_losses.continuous_categorical_crossentropy(
-                y, logits, from_logits=True, label_smoothing=label_smoothing
+                y,
+                logits,
+                from_logits=True,
+                label_smoothing=label_smoothing,
+                logit_scale=1.0,
             )
         )
 
@@ -293,19 +297,27 @@ def test_sparse_equals_dense_on_one_hot(rng, label_smoothing):
             z,
             from_logits=True,
             label_smoothing=label_smoothing,
+            logit_scale=1.0,
         )
     )
     want = ref.nll_rows(ref.smooth(np.eye(5)[labels], label_smoothing), z)
     for lab in (labels, labels[:, None]):
         loss = cc_losses.SparseContinuousCategoricalCrossentropy(
-            from_logits=True, label_smoothing=label_smoothing, reduction=None
+            from_logits=True,
+            label_smoothing=label_smoothing,
+            logit_scale=1.0,
+            reduction=None,
         )
         got = _np(loss(lab, z))
         np.testing.assert_allclose(got, dense, atol=1e-6)
         np.testing.assert_allclose(got, want, atol=1e-4)
     fn = _np(
         cc_losses.sparse_continuous_categorical_crossentropy(
-            labels, z, from_logits=True, label_smoothing=label_smoothing
+            labels,
+            z,
+            from_logits=True,
+            label_smoothing=label_smoothing,
+            logit_scale=1.0,
         )
     )
     np.testing.assert_allclose(fn, dense, atol=1e-6)
@@ -470,7 +482,7 @@ def test_invalid_targets_in_compiled_code_give_nan_rows(rng, xla):
     y = ops.convert_to_tensor(bad)
     fn = compiled(
         lambda a, b: cc_losses.continuous_categorical_crossentropy(
-            a, b, from_logits=True, label_smoothing=0.1
+            a, b, from_logits=True, label_smoothing=0.1, logit_scale=1.0
         ),
         xla=xla,
     )
@@ -612,7 +624,7 @@ def test_mixed_precision_loss_is_float32(rng, policy):
         logits = model(x)
         assert keras.backend.standardize_dtype(logits.dtype) == half
         loss = cc_losses.ContinuousCategoricalCrossentropy(
-            from_logits=True, label_smoothing=0.1
+            from_logits=True, label_smoothing=0.1, logit_scale=1.0
         )
         value = loss(y, logits)
         assert keras.backend.standardize_dtype(value.dtype) == "float32"
@@ -717,10 +729,11 @@ def test_finite_checking_optimizer_counts_nonfinite_gradients():
 
 @pytest.mark.parametrize("num_classes", [10, 100])
 def test_cc_label_smoothing_training_500_steps_stays_finite(rng, num_classes):
-    """CC-LS (alpha=0.1) from random init, 500 jit-compiled Adam steps.
+    """CC-LS (alpha=0.1, the default logit scale) from random init, 500
+    jit-compiled Adam steps.
 
-    Training drives the logit spread from ~0 towards the CC-LS optimum (gaps
-    near 100), through every regime of the log-partition."""
+    Training drives the CC's logit spread from ~0 towards the CC-LS optimum
+    (gaps near K/alpha), through every regime of the log-partition."""
     keras.utils.set_random_seed(7)
     steps, batch, d = 500, 40, 16
     n = steps * batch  # one epoch of 500 steps: no per-epoch overhead
@@ -756,8 +769,10 @@ def test_cc_label_smoothing_training_500_steps_stays_finite(rng, num_classes):
     for w in model.weights:
         assert np.all(np.isfinite(_np(w)))
     logits = _np(model(x[-400:]))
-    spread = logits.max(-1) - logits.min(-1)
-    assert np.median(spread) > 20.0  # it left the near-tie regime
+    # The default logit scale with label smoothing: the CC sees scale * z.
+    scale = cc_losses.label_smoothing_logit_scale(num_classes, 0.1)
+    spread = scale * (logits.max(-1) - logits.min(-1))
+    assert np.median(spread) > 50.0  # it left the near-tie regime
     # And it learned: the loss went down, the classes are separated.
     assert record.values[-1] < record.values[9]
     assert np.mean(logits.argmax(-1) == labels[-400:]) > 0.9
@@ -779,7 +794,7 @@ def test_fit_jit_and_eager_agree(rng):
         )
         model.compile(
             loss=cc_losses.SparseContinuousCategoricalCrossentropy(
-                from_logits=True, label_smoothing=0.1
+                from_logits=True, label_smoothing=0.1, logit_scale=1.0
             ),
             jit_compile=jit,
         )
@@ -799,6 +814,17 @@ def test_docstring_examples():
     for module in (cc_losses, keras_cc.metrics, keras_cc.ops):
         result = doctest.testmod(module, extraglobs=globs, optionflags=doctest.ELLIPSIS)
         assert result.attempted > 0 and result.failed == 0, module.__name__
+
+
+def test_readme_example_runs():
+    """The README's code block runs as it stands (nothing undefined)."""
+    text = (pathlib.Path(__file__).parents[1] / "README.md").read_text()
+    block = re.findall(r"```python\n(.*?)```", text, flags=re.S)[0]
+    namespace: dict = {}
+    exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102
+    loss = namespace["model"].loss
+    assert isinstance(loss, cc_losses.ContinuousCategoricalCrossentropy)
+    assert loss.label_smoothing == 0.1
 
 
 def test_docs_api_examples_run():

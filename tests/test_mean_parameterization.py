@@ -22,6 +22,7 @@ import keras_cc
 from keras_cc.losses import (
     ContinuousCategoricalCrossentropy,
     continuous_categorical_crossentropy,
+    label_smoothing_logit_scale,
     sparse_continuous_categorical_crossentropy,
 )
 from keras_cc.ops import cc_natural_from_mean, cc_natural_from_mean_logits
@@ -254,6 +255,33 @@ def test_mean_loss_is_minimised_where_crossentropy_is():
     at_optimum, nearby = np.abs(grad[:3]).max(-1), np.abs(grad[3:]).max(-1)
     assert np.all(at_optimum < 1e-6 * nearby)
     assert np.all(nearby > 1e-4)
+
+
+def test_mean_loss_has_a_log_barrier_where_the_natural_one_is_bounded():
+    """Why the mean parameterisation trains badly (docs/label_smoothing.md):
+    a class the model gives p_j << y_j has gradient ~ 1 - y_j / p_j (the
+    small-class covariance of the CC is ~ p_j^2, and d p_j / d z_j ~ p_j),
+    unbounded as p_j -> 0; under the natural parameterisation with scale s
+    every component is s (mean - y), at most s in size."""
+    k, alpha = 10, 0.1
+    y = np.full(k, alpha / k)
+    y[0] += 1 - alpha
+    small = np.array([1e-4, 1e-5, 1e-6])
+    p = np.tile(y, (3, 1))
+    p[:, 1] = small
+    p[:, 0] = 1 - p[:, 1:].sum(-1)
+    z, targets = np.log(p), np.tile(y, (3, 1))
+    _, grad = value_and_grad(lambda t: _mean_loss(targets, t), z)
+    barrier = 1 - y[1] / small
+    assert np.allclose(grad[:, 1], barrier, rtol=0.02)
+    scale = label_smoothing_logit_scale(k, alpha)
+    _, natural = value_and_grad(
+        lambda t: continuous_categorical_crossentropy(
+            targets, t, from_logits=True, logit_scale=scale
+        ),
+        z,
+    )
+    assert np.abs(natural).max() <= scale
 
 
 def test_mean_loss_from_probabilities_and_sparse_labels(rng):

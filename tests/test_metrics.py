@@ -30,7 +30,7 @@ def _logits(rng: np.random.Generator, rows: int = B) -> np.ndarray:
 @pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
 def test_weighted_mean_over_batches(rng, label_smoothing):
     metric = cc_metrics.ContinuousCategoricalCrossentropy(
-        from_logits=True, label_smoothing=label_smoothing
+        from_logits=True, label_smoothing=label_smoothing, logit_scale=1.0
     )
     values, weights = [], []
     for step in range(3):
@@ -50,7 +50,7 @@ def test_weighted_mean_over_batches(rng, label_smoothing):
 @pytest.mark.parametrize("label_smoothing", [0.0, 0.2])
 def test_sparse_metric_matches_reference(rng, label_smoothing):
     metric = cc_metrics.SparseContinuousCategoricalCrossentropy(
-        from_logits=True, label_smoothing=label_smoothing
+        from_logits=True, label_smoothing=label_smoothing, logit_scale=1.0
     )
     z = _logits(rng)
     labels = rng.integers(0, K, size=B)
@@ -104,11 +104,11 @@ def test_metric_in_compile_and_evaluate(rng):
     )
     model.compile(
         loss=cc_losses.SparseContinuousCategoricalCrossentropy(
-            from_logits=True, label_smoothing=0.1
+            from_logits=True, label_smoothing=0.1, logit_scale=1.0
         ),
         metrics=[
             cc_metrics.SparseContinuousCategoricalCrossentropy(
-                from_logits=True, label_smoothing=0.1, name="sparse_cc"
+                from_logits=True, label_smoothing=0.1, logit_scale=1.0, name="sparse_cc"
             )
         ],
     )

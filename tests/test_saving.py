@@ -90,7 +90,11 @@ def _trained_model(
     model.compile(
         optimizer="adam",
         loss=cc_losses.ContinuousCategoricalCrossentropy(
-            from_logits=True, label_smoothing=0.1, reduction="sum", name="cc_ls"
+            from_logits=True,
+            label_smoothing=0.1,
+            logit_scale=1.0,
+            reduction="sum",
+            name="cc_ls",
         ),
         metrics=[
             cc_metrics.ContinuousCategoricalCrossentropy(from_logits=True, name="cc"),

@@ -176,16 +176,26 @@ def distillation_logit_scale(targets: np.ndarray) -> float:
     return keras_cc.losses.label_smoothing_logit_scale(k, alpha)
 
 
-def make_distillation_loss(method: str, logit_scale: float = 1.0):
-    """The soft-target loss of a method (logits in); None for ``hard``."""
+def make_distillation_loss(
+    method: str, logit_scale: float = 1.0, parameterization: str = "natural"
+):
+    """The soft-target loss of a method (logits in); None for ``hard``.
+
+    ``parameterization="mean"`` (CC-KD only) reads the student's softmax as
+    the CC's mean (``logit_scale`` must then be 1)."""
     if method == "hard":
         return None
     if method == "hinton":
-        if logit_scale != 1.0:
-            raise ValueError("The logit scale applies to CC-KD only.")
+        if logit_scale != 1.0 or parameterization != "natural":
+            raise ValueError(
+                "The logit scale and the parameterization apply to CC-KD only."
+            )
         return keras.losses.CategoricalCrossentropy(from_logits=True, name="hinton_kd")
     if method == "cc":
         return keras_cc.losses.ContinuousCategoricalCrossentropy(
-            from_logits=True, logit_scale=logit_scale, name="cc_kd"
+            from_logits=True,
+            logit_scale=logit_scale,
+            parameterization=parameterization,
+            name="cc_kd",
         )
     raise ValueError(f"Unknown method {method!r}; choose hard, hinton or cc.")

@@ -58,7 +58,9 @@ class StudyConfig:
         at_most=1,
     )
     cc_logit_scales: list[str] = option(
-        ["1", "auto"], "logit-scale grid of CC-KD (numbers or auto)", metavar="SCALE"
+        ["1", "auto"],
+        "logit-scale grid of CC-KD (numbers, auto or mean)",
+        metavar="SCALE",
     )
     seeds: list[int] = option([0, 1, 2, 3, 4], "student seeds")
     epochs: int = option(100, "student epochs", at_least=1)
@@ -291,6 +293,8 @@ def _pm(cell, field: str, scale: float = 100.0, digits: int = 1) -> str:
 
 def _scale_text(cell) -> str:
     """ "1", or "auto (×s)" with the resolved scale (the same for every seed)."""
+    if cell.setting.logit_scale == "mean":
+        return "mean parameterisation"
     if cell.setting.logit_scale != "auto":
         return cell.setting.logit_scale
     return f"auto (×{cell.runs[0]['logit_scale']:.1f})"

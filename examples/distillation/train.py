@@ -51,8 +51,10 @@ class Config:
     )
     logit_scale: str = option(
         "1",
-        'cc only: the CC loss sees logit_scale * z / T; a number or "auto" '
-        "(distiller.distillation_logit_scale of the teacher's training targets)",
+        'cc only: the CC loss sees logit_scale * z / T; a number, "auto" '
+        "(distiller.distillation_logit_scale of the teacher's training targets) "
+        'or "mean" (no scale: softmax(z / T) is the CC mean, '
+        'parameterization="mean")',
         metavar="SCALE",
     )
     seed: int = option(0, "student seed")
@@ -80,10 +82,11 @@ class Config:
 
 
 def logit_scale_problems(scales: list[str], flag: str, cc_only: bool) -> list[str]:
-    """Each of ``scales`` must be "auto" or a number > 0 ("auto": CC-KD only)."""
+    """Each of ``scales`` must be "auto", "mean" or a number > 0 (the words:
+    CC-KD only)."""
     problems = []
     for text in scales:
-        if text == "auto":
+        if text in ("auto", "mean"):
             if cc_only:
                 problems.append(f"{flag} auto applies to --method cc only")
             continue
@@ -92,7 +95,7 @@ def logit_scale_problems(scales: list[str], flag: str, cc_only: bool) -> list[st
         except ValueError:
             ok = False
         if not ok:
-            problems.append(f"{flag} must be a number > 0 or auto; got {text!r}")
+            problems.append(f"{flag} must be a number > 0, auto or mean; got {text!r}")
     return problems
 
 
@@ -305,9 +308,12 @@ def teacher_model(config: Config, data):
 
 
 def resolve_logit_scale(config: Config, teacher_train_logits: np.ndarray) -> float:
-    """The number behind ``--logit-scale`` (``auto`` reads the teacher)."""
+    """The number behind ``--logit-scale`` (``auto`` reads the teacher;
+    ``mean`` has no scale)."""
     from examples.distillation.distiller import distillation_logit_scale, soft_targets
 
+    if config.logit_scale == "mean":
+        return 1.0
     if config.logit_scale == "auto":
         if config.method != "cc":
             raise ValueError("--logit-scale auto applies to --method cc only.")
@@ -349,7 +355,11 @@ def run(config: Config, data=None) -> dict[str, Any]:
         optimizer=keras.optimizers.Adam(config.learning_rate),
         metrics=["accuracy"],
         student_loss_fn=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        distillation_loss_fn=make_distillation_loss(config.method, scale),
+        distillation_loss_fn=make_distillation_loss(
+            config.method,
+            scale,
+            "mean" if config.logit_scale == "mean" else "natural",
+        ),
         alpha=1.0 if config.method == "hard" else config.alpha,
         temperature=config.temperature,
     )

@@ -414,6 +414,64 @@ class ContinuousCategorical(distribution.AutoCompositeTensorDistribution):
             )
 
     @classmethod
+    def from_mean(
+        cls,
+        mean,
+        validate_args: bool = False,
+        allow_nan_stats: bool = True,
+        name: str = "ContinuousCategorical",
+    ) -> ContinuousCategorical:
+        """The CC whose mean is ``mean``: ``CC(logits=μ⁻¹(mean))``.
+
+        The CC's mean map ``μ(z) = ∇A(z)`` is a bijection from logits (up
+        to a common shift) onto the open simplex; its inverse is
+        `keras_cc.ops.cc_natural_from_mean` (Newton's method with the CC
+        covariance, an implicit-function gradient). So every point of the
+        open simplex is the mean of exactly one CC, e.g. a classifier's
+        softmax read as a CC. Means below `keras_cc.ops.cc_mean_floor`
+        (2^-48 in float32) are raised to it (docs/numerics.md).
+
+        Args:
+            mean: Floating tensor ``[B..., K]`` (``K >= 2``), strictly
+                positive entries summing to 1 along the last axis.
+            validate_args: As for the constructor; also checks a ``mean``
+                whose value is not known when the distribution is built (an
+                input of a `tf.function`), raising ``InvalidArgumentError``.
+                The logits are computed once, when the distribution is
+                built: a ``tf.Variable`` mean is read then, not tracked.
+            allow_nan_stats: As for the constructor.
+            name: As for the constructor.
+
+        Returns:
+            A `ContinuousCategorical` with ``logits`` set (maximum 0 along
+            the last axis), whose `mean()` is ``mean``.
+
+        Raises:
+            ValueError: if ``mean`` has a known value with an entry that is
+                not strictly positive or a row that does not sum to 1.
+
+        Example:
+
+        >>> dist = ContinuousCategorical.from_mean([0.7, 0.2, 0.1])
+        >>> [round(float(m), 4) for m in dist.mean()]
+        [0.7, 0.2, 0.1]
+        """
+        with tf.name_scope(f"{name}_from_mean"):
+            dtype = dtype_util.common_dtype([mean], tf.float32)
+            mean = tf.convert_to_tensor(mean, dtype=dtype, name="mean")
+            _check_static_mean(mean)
+            if validate_args:
+                with tf.control_dependencies(_open_simplex_assertions(mean, "mean")):
+                    mean = tf.identity(mean)
+            logits = cc_ops.cc_natural_from_mean(mean)
+        return cls(
+            logits=logits,
+            validate_args=validate_args,
+            allow_nan_stats=allow_nan_stats,
+            name=name,
+        )
+
+    @classmethod
     def _parameter_properties(cls, dtype, num_classes=None):
         return dict(
             logits=parameter_properties.ParameterProperties(
@@ -573,19 +631,7 @@ class ContinuousCategorical(distribution.AutoCompositeTensorDistribution):
         if self._probs is not None:
             if is_init != tensor_util.is_ref(self._probs):
                 probs = tf.convert_to_tensor(self._probs)
-                assertions += [
-                    assert_util.assert_positive(
-                        probs,
-                        message="`probs` must be strictly positive (a zero "
-                        "probability has no density on the simplex)",
-                    ),
-                    assert_util.assert_near(
-                        tf.reduce_sum(probs, axis=-1),
-                        tf.ones([], probs.dtype),
-                        rtol=_simplex_tolerance(probs),
-                        message="`probs` must sum to 1",
-                    ),
-                ]
+                assertions += _open_simplex_assertions(probs, "probs")
         elif is_init != tensor_util.is_ref(self._logits):
             assertions.append(
                 tf.debugging.assert_all_finite(
@@ -614,6 +660,23 @@ class ContinuousCategorical(distribution.AutoCompositeTensorDistribution):
         ]
 
 
+def _open_simplex_assertions(x: tf.Tensor, name: str) -> list[tf.Operation]:
+    """Run-time checks that ``x`` (``probs`` or a mean) is in the open simplex."""
+    return [
+        assert_util.assert_positive(
+            x,
+            message=f"`{name}` must be strictly positive (a zero entry has no "
+            "density on the simplex)",
+        ),
+        assert_util.assert_near(
+            tf.reduce_sum(x, axis=-1),
+            tf.ones([], x.dtype),
+            rtol=_simplex_tolerance(x),
+            message=f"`{name}` must sum to 1",
+        ),
+    ]
+
+
 def _check_static_probs(probs: tf.Tensor) -> None:
     """Raises ``ValueError`` if ``probs`` has a known value that is not > 0."""
     value = tf.get_static_value(probs)
@@ -629,6 +692,37 @@ def _check_static_probs(probs: tf.Tensor) -> None:
             f"probs[{', '.join(map(str, index))}] = {float(value[index])}. Use a "
             "small positive probability instead, or drop the class."
         )
+
+
+def _check_static_mean(mean: tf.Tensor) -> None:
+    """Raises ``ValueError`` if ``mean`` has a known value off the open simplex."""
+    value = tf.get_static_value(mean)
+    if value is None:
+        return
+    value = np.asarray(value, dtype=np.float64)
+    if value.ndim == 0 or value.shape[-1] < 2:
+        raise ValueError(
+            "`mean` must have a class axis of at least 2 entries; received "
+            f"shape {value.shape}."
+        )
+    total = value.sum(axis=-1)
+    eps = np.finfo(dtype_util.as_numpy_dtype(mean.dtype)).eps
+    for bad, values, what in (
+        (~(value > 0), value, "entries are not > 0 (NaN included)"),
+        (
+            np.abs(total - 1.0) > 4.0 * eps * value.shape[-1],
+            total,
+            "rows do not sum to 1",
+        ),
+    ):
+        if bad.any():
+            index = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(
+                "`mean` must lie in the open simplex (strictly positive, summing "
+                f"to 1 along the last axis): {int(bad.sum())} of {bad.size} "
+                f"{what}; the first is at [{', '.join(map(str, index))}]: "
+                f"{float(values[index]):.9g}."
+            )
 
 
 def _check_event_size(x: tf.Tensor, num_classes) -> bool:
