@@ -225,6 +225,15 @@ def test_distillation_logit_scale_matches_label_smoothing():
     assert distillation_logit_scale(soft) < distillation_logit_scale(smoothed)
 
 
+def test_mean_parameterisation_reaches_the_cc_loss():
+    loss = make_distillation_loss("cc", 1.0, "mean")
+    assert loss.get_config()["parameterization"] == "mean"
+    config = train.parse_args(["--method", "cc", "--logit-scale", "mean"])
+    assert train.resolve_logit_scale(config, np.zeros((4, 10))) == 1.0
+    with pytest.raises(ValueError, match="CC-KD only"):
+        make_distillation_loss("hinton", 1.0, "mean")
+
+
 def test_parser_is_derived_from_the_config(capsys):
     config = train.parse_args(["--method", "cc", "--logit-scale", "auto"])
     assert config == train.Config(method="cc", logit_scale="auto")
@@ -233,7 +242,12 @@ def test_parser_is_derived_from_the_config(capsys):
     for parse, argv, message in [
         (train.parse_args, ["--method", "kd"], "argument --method: invalid choice"),
         (train.parse_args, ["--logit-scale", "auto"], "applies to --method cc only"),
-        (train.parse_args, ["--logit-scale", "0"], "a number > 0 or auto; got '0'"),
+        (
+            train.parse_args,
+            ["--logit-scale", "0"],
+            "a number > 0, auto or mean; got '0'",
+        ),
+        (train.parse_args, ["--logit-scale", "mean"], "applies to --method cc only"),
         (train.parse_args, ["--alpha", "1.5"], "--alpha must be in [0, 1]"),
         (study.parse_args, ["--methods", "cc", "kd"], "invalid choice: 'kd'"),
         (study.parse_args, ["--cc-logit-scales", "x"], "--cc-logit-scales must be"),
