@@ -180,8 +180,10 @@ def _resolve_logit_scale(
         return float(logit_scale)
     if num_classes is None:
         raise ValueError(
-            '`logit_scale="auto"` needs a static number of classes; received '
-            "`y_pred` with an unknown size along `axis`. Pass a number instead."
+            '`logit_scale="auto"` (the default with label smoothing) needs a '
+            "static number of classes; received `y_pred` with an unknown size "
+            "along `axis`. Pass `logit_scale=label_smoothing_logit_scale(K, "
+            "alpha)` (or 1.0 for plain CC-LS) instead."
         )
     return label_smoothing_logit_scale(int(num_classes), label_smoothing)
 
@@ -271,8 +273,32 @@ def _check_shapes(y_true, y_pred):
             )
 
 
-def _logits_from_pred(y_pred, from_logits: bool, fn_name: str):
-    """The logits to use, in the compute dtype (float32 for half inputs)."""
+def _check_probabilities(y_pred, axis: int):
+    """Check that `y_pred` read as probabilities (`from_logits=False`) has no
+    negative entries: logits passed by mistake would otherwise be clipped to
+    `epsilon` and give a finite, wrong loss.
+
+    Returns `(y_pred, valid)` as `_check_targets` does: eagerly a negative
+    entry raises a `ValueError`; traced, `valid` marks the rows without one
+    (and a TensorFlow graph asserts).
+    """
+    message = (
+        "`y_pred` must hold probabilities when `from_logits=False`, but it has "
+        "negative entries{detail}. If the model outputs logits (no softmax), "
+        "pass `from_logits=True`."
+    )
+    if _backend.is_concrete(y_pred):
+        values = np.asarray(ops.convert_to_numpy(y_pred), dtype=np.float64)
+        if np.any(values < 0):
+            raise ValueError(message.format(detail=f" (min {values.min():.6g})"))
+        return y_pred, None
+    valid = ops.all(ops.logical_not(y_pred < 0), axis=axis)
+    return _backend.graph_asserts(y_pred, [(valid, message.format(detail=""))]), valid
+
+
+def _logits_from_pred(y_pred, from_logits: bool, fn_name: str, axis: int):
+    """The logits to use, in the compute dtype (float32 for half inputs), and
+    a per-row validity mask for probabilities (None if nothing to check)."""
     recovered = _backend.softmax_logits(y_pred)
     if recovered is not None:
         if from_logits:
@@ -288,12 +314,13 @@ def _logits_from_pred(y_pred, from_logits: bool, fn_name: str):
     dtype = _compute_dtype(y_pred.dtype)
     y_pred = ops.cast(y_pred, dtype)
     if from_logits:
-        return y_pred
+        return y_pred, None
+    y_pred, valid = _check_probabilities(y_pred, axis)
     # Probabilities: z = log p, clipped like Keras' cross-entropy. p need not
     # be normalised: a common factor shifts every logit alike, and the CC
     # loss is invariant to such shifts (A(z + c) = A(z) + c, sum(y) = 1).
     eps = keras.backend.epsilon()
-    return ops.log(ops.clip(y_pred, eps, 1.0 - eps))
+    return ops.log(ops.clip(y_pred, eps, 1.0 - eps)), valid
 
 
 def _cc_nll(y_true, logits, axis: int):
@@ -337,7 +364,13 @@ def _crossentropy(
     scale = _resolve_logit_scale(
         logit_scale, label_smoothing, y_pred.shape[axis], parameterization
     )
-    logits = _logits_from_pred(y_pred, from_logits, fn_name)
+    logits, probabilities_valid = _logits_from_pred(y_pred, from_logits, fn_name, axis)
+    if probabilities_valid is not None:
+        valid = (
+            probabilities_valid
+            if valid is None
+            else ops.logical_and(valid, probabilities_valid)
+        )
     if scale != 1.0:
         logits = logits * ops.cast(scale, logits.dtype)
     if parameterization == "mean":
@@ -396,7 +429,9 @@ def continuous_categorical_crossentropy(
             as `y_pred`.
         y_pred: Predicted logits (`from_logits=True`) or probabilities.
         from_logits: Whether `y_pred` is a logits tensor. By default, we
-            assume that `y_pred` encodes a probability distribution.
+            assume that `y_pred` encodes a probability distribution; a
+            negative entry then raises (eagerly) or gives a NaN row
+            (compiled), since it means logits were passed by mistake.
         label_smoothing: Float in [0, 1]. When > 0, the target becomes
             `y_true * (1 - label_smoothing) + label_smoothing / num_classes`.
         axis: The class axis. Defaults to `-1`.

@@ -146,6 +146,20 @@ def test_default_scale_is_the_rule_with_label_smoothing_and_one_without(rng):
     np.testing.assert_allclose(float(metric.result()), want.mean(), rtol=1e-6)
 
 
+def test_default_scale_with_an_unknown_number_of_classes_is_a_clear_error():
+    """Traced with a class axis of unknown size, the default (like "auto")
+    cannot compute the rule: the error says what to pass."""
+    resolve = cc_losses._resolve_logit_scale
+    with pytest.raises(ValueError, match="static number of classes.*1.0 for plain"):
+        resolve(None, 0.1, None, "natural")
+    assert resolve(None, 0.1, 10, "natural") == pytest.approx(
+        cc_losses.label_smoothing_logit_scale(10, 0.1)
+    )
+    # No rule is needed without smoothing or with the mean parameterisation.
+    assert resolve(None, 0.0, None, "natural") == 1.0
+    assert resolve(None, 0.1, None, "mean") == 1.0
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [

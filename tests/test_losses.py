@@ -524,6 +524,51 @@ def test_sparse_labels_out_of_range_in_compiled_code_give_nan_rows(rng, xla):
     )
 
 
+def test_logits_passed_as_probabilities_raise_eagerly(rng):
+    """Raw logits with from_logits=False used to give a finite wrong loss
+    (the log of clipped "probabilities"); now a clear error, for the dense
+    and sparse functions and classes."""
+    z = _distinct_logits(rng, (B, 3))
+    z[0, 0] = -abs(z[0, 0]) - 0.5  # certainly a negative entry
+    y = np.eye(3, dtype=np.float32)[np.arange(B) % 3]
+    calls = [
+        lambda: cc_losses.continuous_categorical_crossentropy(y, z),
+        lambda: cc_losses.sparse_continuous_categorical_crossentropy(
+            np.arange(B) % 3, z
+        ),
+        lambda: cc_losses.ContinuousCategoricalCrossentropy()(y, z),
+    ]
+    for call in calls:
+        with pytest.raises(ValueError, match="from_logits=True") as info:
+            call()
+        assert "`y_pred` must hold probabilities" in str(info.value)
+    # Probabilities (unnormalised ones in [0, 1] too: only ratios matter) pass.
+    p = np.exp(z) / np.exp(z).sum(-1, keepdims=True)
+    got = _np(cc_losses.continuous_categorical_crossentropy(y, 0.5 * p))
+    np.testing.assert_allclose(got, ref.nll_rows(y, np.log(p)), atol=1e-4)
+
+
+@pytest.mark.parametrize("xla", COMPILED_MODES)
+def test_logits_passed_as_probabilities_in_compiled_code_give_nan_rows(rng, xla):
+    z = _distinct_logits(rng, (B, 3))
+    p = np.exp(z) / np.exp(z).sum(-1, keepdims=True)
+    p[:2] = z[:2]  # two rows of logits, each with a negative entry
+    p[:2, 0] = -1.0
+    y = np.eye(3, dtype=np.float32)[np.arange(B) % 3]
+    fn = compiled(
+        lambda a, b: cc_losses.continuous_categorical_crossentropy(a, b),
+        xla=xla,
+    )
+    error = _raises_in_graph(xla)
+    if error is not None:
+        with pytest.raises(error, match="from_logits=True"):
+            fn(ops.convert_to_tensor(y), ops.convert_to_tensor(p))
+        return
+    got = _np(fn(ops.convert_to_tensor(y), ops.convert_to_tensor(p)))
+    assert np.all(np.isnan(got[:2])), got
+    np.testing.assert_allclose(got[2:], ref.nll_rows(y[2:], z[2:]), atol=1e-4)
+
+
 def test_fit_on_invalid_targets_stops_instead_of_training_silently(rng):
     """`fit` compiled (XLA on TensorFlow, jit on JAX) reports a NaN loss and
     `TerminateOnNaN` stops it; eager `fit` (PyTorch's default) raises."""
