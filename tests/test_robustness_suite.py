@@ -161,7 +161,7 @@ def test_bad_flags_are_clear_errors(
 
 def test_suite_grid_and_commands() -> None:
     full = robustness.parse_args(["--out", "o"])
-    assert [m.name for m in full.methods] == ["ls", "cc@auto", "cc-mean"]
+    assert [m.name for m in full.methods] == ["ls", "cc", "cc@auto"]
     cells = robustness.grid_cells(full)
     assert len(cells) == 18 and len({c.name for c in cells}) == 18
     pairs = [c for c in cells if c.dataset == "digit-pairs"]

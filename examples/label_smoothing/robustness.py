@@ -12,7 +12,7 @@ reference of every cell). The full grid (``--preset full``, the default):
   alpha 0.1, lr 1e-3 and 1e-2 (2 cells);
 
 no BatchNorm, no weight decay, batch 128, 50 epochs, seeds 0-4, and the
-methods ``ls cc@auto cc-mean`` (``--methods`` takes the syntax of
+methods ``ls cc cc@auto`` (``--methods`` takes the syntax of
 ``ablation``: ``LOSS[@SCALE][+learned]``). 18 cells x 3 methods x 5 seeds =
 270 runs. ``--preset ci`` is a smoke test of the same pipeline (three cells,
 one seed, two epochs, a few hundred examples: seconds of training per run,
@@ -137,7 +137,7 @@ class SuiteConfig:
 
     out: str = option(help="root directory of the runs and the report", metavar="DIR")
     methods: list[Method] = option(
-        [REFERENCE, Method("cc", "auto"), Method("cc-mean")],
+        [REFERENCE, Method("cc"), Method("cc", "auto")],
         "LOSS[@SCALE][+learned], LOSS in " + ", ".join(LOSSES) + "; ls, the "
         "reference of every cell, must be one of them",
         parse=Method.parse,
