@@ -443,13 +443,13 @@ def continuous_categorical_crossentropy(
             Where no error can be raised (XLA, `jax.jit`, `torch.compile`)
             the loss of each invalid row is NaN, and so is its gradient row.
             Nothing is clipped or renormalised.
-        logit_scale: The CC's logits are `logit_scale * z`: a positive
-            number, `"auto"` (needs `label_smoothing` in (0, 1)):
-            `label_smoothing_logit_scale(K, label_smoothing)`, about 22 for
-            K = 10 and α = 0.1, with which CC-LS trains about as fast as
-            label smoothing), or `None` (default): `"auto"` when
+        logit_scale: The CC's logits are `logit_scale * z`. A positive
+            number; `"auto"`, which needs `label_smoothing` in (0, 1) and
+            means `label_smoothing_logit_scale(K, label_smoothing)` (about 22
+            for K = 10 and α = 0.1, with which CC-LS trains about as fast as
+            label smoothing); or `None` (default): `"auto"` when
             `label_smoothing` is in (0, 1) and `parameterization="natural"`,
-            else `1.0`, the plain likelihood; see
+            else `1.0`, the plain likelihood. See
             `ContinuousCategoricalCrossentropy`.
         parameterization: `"natural"` (default): `z` (times `logit_scale`)
             are the CC's logits. `"mean"`: `softmax(z)` is the CC's mean and
