@@ -423,6 +423,25 @@ def test_report_numbers_match_the_csvs(tmp_path: Path) -> None:
         np.testing.assert_allclose(numbers[k + 2], 100 * np.array(want[1]), atol=0.0051)
         assert parts[6 + k].endswith("(n = 2)")
     assert "12 of 18 runs finished." in table
+    # The compact table: one line per cell, the same numbers rounded.
+    compact = next(
+        line for line in table.splitlines() if line.startswith(f"| {cells[1].label} | ")
+    )
+    ls_entry, cc_entry = (p.strip() for p in compact.split(" | ")[1:3])
+    ls_values = np.array([v[0] for v in ls.values()])
+    assert ls_entry == (
+        f"{100 * ls_values.mean():.1f} ± {100 * ls_values.std(ddof=1):.1f}, n = 2"
+    )
+    selected_gap, last_gap = (
+        100 * np.mean([v[k] - ls[s][k] for s, v in by_seed.items() if s in ls])
+        for k in (0, 1)
+    )
+    numbers = re.fullmatch(
+        r"[\d.]+ ± [\d.]+, n = 3 \(([+−][\d.]+) / ([+−][\d.]+)\) \|", cc_entry
+    )
+    assert numbers is not None, cc_entry
+    shown = [float(g.replace("−", "-")) for g in numbers.groups()]
+    np.testing.assert_allclose(shown, [selected_gap, last_gap], atol=0.051)
 
 
 def test_suite_runs_as_a_module(tmp_path: Path) -> None:

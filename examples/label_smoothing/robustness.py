@@ -414,6 +414,12 @@ def summary_markdown(cells: Sequence[Cell], planned: int) -> str:
         "",
         f"{finished} of {planned} runs finished.",
         "",
+        "Per cell (selected epoch; gaps in points, paired by seed):",
+        "",
+        *cell_table_markdown(rows),
+        "",
+        "Per cell and method:",
+        "",
         "| cell | method | n | test acc. (selected) | test acc. (last) "
         "| gap to LS (selected) | gap to LS (last) |",
         "|---|---|---|---|---|---|---|",
@@ -430,6 +436,48 @@ def summary_markdown(cells: Sequence[Cell], planned: int) -> str:
         )
     lines += ["", *across_cells_markdown(rows)]
     return "\n".join(lines) + "\n"
+
+
+def cell_table_markdown(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The compact table: one line per cell, one column per method.
+
+    Each entry is the selected-epoch test accuracy (%, mean ± sd, n seeds);
+    every method but LS adds its mean gap to LS at the selected and at the
+    last epoch, in points, paired by seed as in the long table.
+    """
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    by_cell: dict[GridCell, dict[Method, dict[str, Any]]] = {}
+    for r in rows:
+        by_cell.setdefault(r["cell"], {})[r["method"]] = r
+    header = ["cell"] + [
+        m.label if m == REFERENCE else f"{m.label} (gap to LS: selected / last)"
+        for m in methods
+    ]
+    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    for cell, entries in by_cell.items():
+        texts = [cell.label]
+        for method in methods:
+            r = entries.get(method)
+            if r is None or not r["n"]:
+                texts.append("–")
+                continue
+            text = _short_mean_sd(r["selected"]) + f", n = {r['n']}"
+            if r["gap_selected"]:
+                gaps = (r["gap_selected"], r["gap_last"])
+                selected, last = (f"{100 * statistics.fmean(g):+.1f}" for g in gaps)
+                # The typographic minus, as in the rest of the docs' tables.
+                text += f" ({selected} / {last})".replace("-", "−")
+            texts.append(text)
+        lines.append("| " + " | ".join(texts) + " |")
+    return lines
+
+
+def _short_mean_sd(values: Sequence[float]) -> str:
+    """``mean ± sd`` in % with one decimal; the sd only from two values."""
+    text = f"{100 * statistics.fmean(values):.1f}"
+    if len(values) > 1:
+        text += f" ± {100 * statistics.stdev(values):.1f}"
+    return text
 
 
 def _gap_text(gaps: list[float], n: int) -> str:
