@@ -1,7 +1,8 @@
 """Knowledge distillation with the continuous categorical (CC-KD vs Hinton KD).
 
 A CNN teacher (the MNIST-1D CNN of ``examples.label_smoothing``) is distilled
-into a small MLP student on MNIST-1D in three ways:
+into a small MLP student on MNIST-1D, through ``keras.distillation.Distiller``,
+in three ways:
 
 - ``hard``: the student trained on the hard labels only;
 - ``hinton``: Hinton et al. (2015): cross-entropy to ``softmax(teacher / T)``
@@ -9,11 +10,15 @@ into a small MLP student on MNIST-1D in three ways:
   hard-label cross-entropy;
 - ``cc``: CC-KD: the continuous-categorical negative log-likelihood of the
   same soft targets (``keras_cc.losses.ContinuousCategoricalCrossentropy``),
-  with the same scaling and mixing.
+  with the same scaling and mixing
+  (``keras_cc.distillation.ContinuousCategoricalDistillation``).
+
+The student sees all the training labels, or (``--label-fraction``) a few of
+them and the teacher's soft targets on every training signal.
 
 Modules:
-    distiller: the ``Distiller`` model (the keras.io convention) and the
-        distillation losses of each method.
+    losses: the distillation losses of each method and the ``Distiller``
+        that takes them.
     train: one run (teacher or student), a dataclass config and its CLI.
     study: the grid over temperature x mixing weight x seeds, validation
         selection, the summary tables and the plots.

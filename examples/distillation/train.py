@@ -4,8 +4,16 @@ The teacher is the MNIST-1D CNN of ``examples.label_smoothing`` (with
 BatchNorm), trained with cross-entropy on the hard labels; its weights at
 the epoch of best validation accuracy are saved once in ``--teacher-dir``
 and reused by every student. A student is a small MLP (MNIST-1D's own
-baseline: 40 -> 100 -> 100 -> 10, ReLU) trained by a :class:`Distiller`
-with one of the methods ``hard``, ``hinton`` or ``cc``.
+baseline: 40 -> 100 -> 100 -> 10, ReLU) trained with one of the methods
+``hard`` (on its own, on the labels), ``hinton`` or ``cc`` (by a
+``keras.distillation.Distiller``, see ``examples.distillation.losses``).
+
+With ``--label-fraction f < 1`` the student keeps the labels of a stratified
+fraction f of the training signals (the same ones for every seed and
+method); the others are marked -1 and left out of the hard-label loss, while
+the distillation losses see the teacher's soft targets on every training
+signal (the teacher itself was trained on all the labels). Hard labels then
+train on the kept labels only.
 
 Every epoch the student is evaluated on the validation and test splits:
 accuracy, NLL and ECE of ``softmax(z)``, and agreement with the teacher's
@@ -52,10 +60,17 @@ class Config:
     logit_scale: str = option(
         "1",
         'cc only: the CC loss sees logit_scale * z / T; a number, "auto" '
-        "(distiller.distillation_logit_scale of the teacher's training targets) "
+        "(losses.distillation_logit_scale of the teacher's training targets) "
         'or "mean" (no scale: softmax(z / T) is the CC mean, '
         'parameterization="mean")',
         metavar="SCALE",
+    )
+    label_fraction: float = option(
+        1.0,
+        "fraction of the training labels the student sees (stratified); "
+        "the distillation losses see every training signal",
+        above=0,
+        at_most=1,
     )
     seed: int = option(0, "student seed")
     epochs: int = option(100, "student epochs", at_least=1)
@@ -310,7 +325,7 @@ def teacher_model(config: Config, data):
 def resolve_logit_scale(config: Config, teacher_train_logits: np.ndarray) -> float:
     """The number behind ``--logit-scale`` (``auto`` reads the teacher;
     ``mean`` has no scale)."""
-    from examples.distillation.distiller import distillation_logit_scale, soft_targets
+    from examples.distillation.losses import distillation_logit_scale, soft_targets
 
     if config.logit_scale == "mean":
         return 1.0
@@ -325,6 +340,23 @@ def resolve_logit_scale(config: Config, teacher_train_logits: np.ndarray) -> flo
     return scale
 
 
+def hide_labels(labels: np.ndarray, fraction: float, seed: int = 0) -> np.ndarray:
+    """``labels`` with all but a stratified ``fraction`` of each class set to
+    -1 (at least one per class), the kept ones drawn with ``seed``: the same
+    for every student seed and method."""
+    labels = np.asarray(labels)
+    if fraction >= 1.0:
+        return labels.copy()
+    rng = np.random.default_rng(seed)
+    kept = np.full_like(labels, -1)
+    for k in np.unique(labels):
+        members = np.flatnonzero(labels == k)
+        n = max(1, round(fraction * len(members)))
+        chosen = rng.choice(members, size=n, replace=False)
+        kept[chosen] = k
+    return kept
+
+
 def run(config: Config, data=None) -> dict[str, Any]:
     """Train one student (and the teacher first, if it is not there yet).
 
@@ -332,7 +364,7 @@ def run(config: Config, data=None) -> dict[str, Any]:
     """
     import keras
 
-    from examples.distillation.distiller import Distiller, make_distillation_loss
+    from examples.distillation.losses import make_distiller
 
     out = Path(config.out)
     if is_finished(out):
@@ -347,30 +379,37 @@ def run(config: Config, data=None) -> dict[str, Any]:
     }
     scale = resolve_logit_scale(config, logits_of(teacher, data.x_train))
     start = time.monotonic()
+    labels = hide_labels(data.y_train, config.label_fraction)
     keras.utils.set_random_seed(config.seed)
-    distiller = Distiller(
-        build_student(data.input_shape, data.num_classes), teacher, name="distiller"
-    )
-    distiller.compile(
-        optimizer=keras.optimizers.Adam(config.learning_rate),
-        metrics=["accuracy"],
-        student_loss_fn=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        distillation_loss_fn=make_distillation_loss(
+    student = build_student(data.input_shape, data.num_classes)
+    # Hard labels train the student itself; the others a Distiller around it
+    # (the teacher is frozen by it). Labels hidden as -1 are left out of the
+    # hard-label loss, averaged over the labelled examples of a batch.
+    model = student
+    if config.method != "hard":
+        model = make_distiller(
             config.method,
-            scale,
-            "mean" if config.logit_scale == "mean" else "natural",
+            teacher,
+            student,
+            alpha=config.alpha,
+            temperature=config.temperature,
+            logit_scale=scale,
+            parameterization="mean" if config.logit_scale == "mean" else "natural",
+        )
+    model.compile(
+        optimizer=keras.optimizers.Adam(config.learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(
+            from_logits=True, ignore_class=-1
         ),
-        alpha=1.0 if config.method == "hard" else config.alpha,
-        temperature=config.temperature,
+        # Training accuracy would count the hidden labels as errors.
+        metrics=["accuracy"] if config.label_fraction == 1.0 else None,
     )
-    recorder = EpochRecorder(
-        distiller.student, data, teacher_logits, 10 * config.verbose
-    )
+    recorder = EpochRecorder(student, data, teacher_logits, 10 * config.verbose)
     if config.verbose:
         print(f"{out}: {config.run_settings()} (logit scale {scale:.4g})", flush=True)
-    distiller.fit(
+    model.fit(
         data.x_train,
-        data.y_train,
+        labels,
         batch_size=config.batch_size,
         epochs=config.epochs,
         callbacks=[recorder.callback],

@@ -98,6 +98,45 @@ def load_cifar_binary_dir(directory: str | os.PathLike) -> Data:
     return Data(x_train, y_train, x_test, y_test, 10, "cifar10")
 
 
+def load_cifar10_tfds(data_dir: str | os.PathLike) -> Data:
+    """CIFAR-10 through tensorflow-datasets: ``tfds.load("cifar10",
+    data_dir=data_dir)``.
+
+    Reads the prepared copy in ``data_dir``, or downloads and prepares it
+    there first (about 170 MB, once). The splits come back as arrays, so the
+    validation split, the standardisation and the ``tf.data`` training
+    pipeline with the paper's augmentation (``make_datasets``) are the same
+    as for the other loaders.
+    """
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError as error:
+        raise ImportError(
+            "CIFAR-10 from a --data-dir without the binary files is read with "
+            "tensorflow-datasets, which is not installed: `pip install "
+            "tensorflow-datasets` (in the examples extra), or point --data-dir "
+            "at the CIFAR-10 binary files (data_batch_*.bin, test_batch.bin)."
+        ) from error
+    train, test = tfds.load(
+        "cifar10", split=["train", "test"], as_supervised=True, data_dir=str(data_dir)
+    )
+    return Data(*_tfds_arrays(tfds, train), *_tfds_arrays(tfds, test), 10, "cifar10")
+
+
+def _tfds_arrays(tfds, dataset) -> tuple[np.ndarray, np.ndarray]:
+    """A tfds ``(image, label)`` split as (uint8 NHWC images, int64 labels)."""
+    images, labels = [], []
+    for x, y in tfds.as_numpy(dataset.batch(10_000)):
+        images.append(x)
+        labels.append(y)
+    return np.concatenate(images), np.concatenate(labels).astype(np.int64)
+
+
+def is_cifar_binary_dir(directory: str | os.PathLike) -> bool:
+    """Whether ``directory`` holds CIFAR-10 binary batches (``data_batch_*.bin``)."""
+    return any(Path(directory).glob("data_batch_*.bin"))
+
+
 def load_cifar10_keras() -> Data:
     """CIFAR-10 through ``keras.datasets.cifar10`` (downloads on first use)."""
     import keras
@@ -275,11 +314,20 @@ def load_data(
     digits_size: int = 16,
     pairs_per_class: int = DIGIT_PAIRS_PER_CLASS,
 ) -> Data:
-    """Dispatch on the dataset name; ``data_dir`` picks the CIFAR binary loader."""
+    """Dispatch on the dataset name.
+
+    CIFAR-10: without ``data_dir``, ``keras.datasets``; from a ``data_dir``
+    holding the binary batches, those (offline); from any other
+    ``data_dir``, tensorflow-datasets with that data directory.
+    """
     if data_dir and name != "cifar10":
         raise ValueError("--data-dir applies to cifar10 only.")
     if name == "cifar10":
-        return load_cifar_binary_dir(data_dir) if data_dir else load_cifar10_keras()
+        if not data_dir:
+            return load_cifar10_keras()
+        if is_cifar_binary_dir(data_dir):
+            return load_cifar_binary_dir(data_dir)
+        return load_cifar10_tfds(data_dir)
     if name == "digits":
         return load_digits(size=digits_size)
     if name == "mnist1d":

@@ -162,8 +162,10 @@ class TrainConfig:
     dataset: str = option("cifar10", choices=DATASETS, group=_DATA)
     data_dir: str | None = option(
         None,
-        "cifar10 only: local directory in the CIFAR-10 binary format "
-        "(data_batch_*.bin, test_batch.bin); default: keras.datasets download",
+        "cifar10 only: a directory with the CIFAR-10 binary files "
+        "(data_batch_*.bin, test_batch.bin), read offline, or else the "
+        "tensorflow-datasets data_dir (tfds.load('cifar10'), downloaded "
+        "there once); default: keras.datasets download",
         metavar="DIR",
         group=_DATA,
     )
