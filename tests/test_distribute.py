@@ -70,7 +70,8 @@ dataset = tf.data.Dataset.from_tensor_slices((x, y, sw)).batch(B)
 dist = strategy.experimental_distribute_dataset(dataset)
 
 
-@tf.function
+# Eager replicas (MirroredStrategy runs them one after the other): the
+# graph path is model.fit's, below; tracing the CC twice more costs seconds.
 def replica_step(xb, yb, wb):
     with tf.GradientTape() as tape:
         loss = loss_obj(yb, mirrored(xb), sample_weight=wb)

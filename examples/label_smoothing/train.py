@@ -283,6 +283,13 @@ class TrainConfig:
         choices=("auto", "on", "off"),
         group=_EXECUTION,
     )
+    run_eagerly: bool = option(
+        False,
+        "run the train step and the evaluation op by op, as Keras' "
+        "run_eagerly=True (no tracing: for debugging and tiny smoke runs, "
+        "where tracing the CC takes longer than the run)",
+        group=_EXECUTION,
+    )
     threads: int = option(
         0,
         "TensorFlow intra-op threads (0: all cores); 1 when running several "
@@ -316,6 +323,8 @@ def train_checks(cfg: TrainConfig) -> list[str]:
         problems.append("--data-dir applies to --dataset cifar10 only")
     elif cfg.data_dir is not None and not Path(cfg.data_dir).is_dir():
         problems.append(f"--data-dir {cfg.data_dir} is not a directory")
+    if cfg.run_eagerly and cfg.jit_compile == "on":
+        problems.append("--run-eagerly and --jit-compile on exclude each other")
     aug = augmentation(cfg)
     if cfg.dataset == "mnist1d" and (aug["rotation"] or aug["shift"] or aug["flip"]):
         problems.append("--rotation, --shift and --flip apply to images, not mnist1d")
@@ -567,6 +576,7 @@ def _compiled_model(cfg: TrainConfig, data):
         )
     model.compile(
         jit_compile={"auto": "auto", "on": True, "off": False}[cfg.jit_compile],
+        run_eagerly=cfg.run_eagerly,
         optimizer=model_lib.make_optimizer(cfg.lr),
         loss=loss,
         metrics=metrics,
@@ -637,6 +647,7 @@ class Evaluator:
             if self.with_cc_mean:
                 outputs.append(keras.layers.Lambda(self.cc_mean)(scaled))
             readout = keras.Model([*model.inputs, targets], outputs)
+            readout.run_eagerly = model.run_eagerly
             self._readout = (model, readout)
         return self._readout[1]
 
