@@ -728,3 +728,17 @@ def test_from_mean_validate_args_checks_a_value_known_later():
     )
     # Without validate_args a bad row gives NaN statistics, no exception.
     assert np.isnan(unchecked(tf.constant([1.0, 0.0])).numpy()).all()
+
+
+def test_default_event_space_bijector_maps_onto_the_simplex(rng):
+    # What TFP's MCMC and VI tools use to work on unconstrained space: a
+    # bijection from R^(K-1) onto the open simplex, with its inverse.
+    dist = _cc(np.array([0.5, -1.0, 2.0, 0.0]), dtype=np.float64)
+    bijector = dist.experimental_default_event_space_bijector()
+    u = rng.normal(size=(50, 3)) * 3.0
+    x = bijector.forward(u).numpy()
+    assert x.shape == (50, 4)
+    assert (x > 0).all()
+    np.testing.assert_allclose(x.sum(-1), 1.0, rtol=1e-12)
+    np.testing.assert_allclose(bijector.inverse(x).numpy(), u, rtol=1e-8, atol=1e-8)
+    assert np.isfinite(dist.log_prob(x).numpy()).all()

@@ -294,6 +294,36 @@ def test_amn_learner_scales_the_cc_logits_by_k_plus_1() -> None:
     np.testing.assert_allclose(amn.actor.predict_on_batch(x), z, rtol=1e-5)
 
 
+def test_amn_learner_with_the_mean_parameterization() -> None:
+    """`--cc-logit-scale mean`: the CC whose mean is the student's softmax.
+
+    The loss is the CC NLL of the target at the natural parameters eta with
+    mean(eta) = softmax(z); eta's mean is checked against mpmath, and the
+    NLL is mpmath's at that eta.
+    """
+    from keras_cc.ops import cc_natural_from_mean_logits
+    from tests.reference import divided_difference as dd
+
+    student = minatar_env.minatar_cnn(3, 7, name="s")
+    expert = minatar_env.minatar_cnn(3, 7, name="e")
+    own = np.array([0, 1, 2])
+    amn = actor_mimic.amn_learner(student, expert, own, 1.0, "cc", "Freeway", "mean")
+    x = np.random.default_rng(2).integers(0, 2, (6, 10, 10, 7)).astype(np.uint8)
+    z = np.asarray(student.predict_on_batch(x), np.float64)
+    q = np.asarray(expert.predict_on_batch(x), np.float64)
+    got = float(np.asarray(amn.loss_fn(None, amn.predict_on_batch(x))))
+    eta = np.asarray(cc_natural_from_mean_logits(z), np.float64)
+    softmax = np.exp(z - z.max(1, keepdims=True))
+    softmax /= softmax.sum(1, keepdims=True)
+    for row in range(len(z)):
+        np.testing.assert_allclose(dd.mean(eta[row]), softmax[row], rtol=1e-4)
+    y = np.exp(q - q.max(1, keepdims=True))
+    y /= y.sum(1, keepdims=True)
+    want = np.mean([dd.nll(y[r], eta[r]) for r in range(len(z))])
+    np.testing.assert_allclose(got, want, rtol=2e-4, atol=1e-5)
+    assert actor_mimic.parse_logit_scale("Mean") == "mean"
+
+
 @pytest.mark.parametrize("k", [3, 6])
 def test_cc_with_logit_scale_k_plus_1_steps_like_cross_entropy_near_uniform(
     k: int,
@@ -420,8 +450,10 @@ def test_study_lists_every_student_run(monkeypatch) -> None:
     assert key[:16] == [(*k, seed) for seed in (1, 2) for k in first]
     # ... then CC-AMN ×(K+1) alone and together at T = 1.
     scaled = [((g,), "cc_scaled", 1.0) for g in both] + [(both, "cc_scaled", 1.0)]
-    assert key[16:] == [(*k, seed) for seed in (1, 2) for k in scaled]
-    assert len(set(key)) == len(key) == 22
+    assert key[16:22] == [(*k, seed) for seed in (1, 2) for k in scaled]
+    # ... and CC-AMN under the mean parameterisation together at T = 1.
+    assert key[22:] == [(both, "cc_mean", 1.0, seed) for seed in (1, 2)]
+    assert len(set(key)) == len(key) == 24
 
 
 @pytest.mark.slow

@@ -63,19 +63,25 @@ LOSSES = ("xe", "cc")
 # `--cc-logit-scale K+1`: the per-game scale that matches the CC's curvature
 # at the uniform point to cross-entropy's (see `cc_logit_scale`).
 PER_GAME_SCALE = "K+1"
+# `--cc-logit-scale mean`: no scale; the student's softmax is the CC's mean
+# (the loss's mean parameterisation).
+MEAN_PARAMETERIZATION = "mean"
 
 
 def parse_logit_scale(text: str) -> str:
-    """`--cc-logit-scale`: "K+1" or a positive finite number, kept as text."""
+    """`--cc-logit-scale`: "K+1", "mean" or a positive finite number, as text."""
     if text.strip().upper() == PER_GAME_SCALE:
         return PER_GAME_SCALE
+    if text.strip().lower() == MEAN_PARAMETERIZATION:
+        return MEAN_PARAMETERIZATION
     try:
         value = float(text)
     except ValueError:
         value = math.nan
     if not (math.isfinite(value) and value > 0):
         raise ValueError(
-            f'--cc-logit-scale must be "{PER_GAME_SCALE}" or a positive number; '
+            f'--cc-logit-scale must be "{PER_GAME_SCALE}", '
+            f'"{MEAN_PARAMETERIZATION}" or a positive number; '
             f"got {text!r}"
         )
     return f"{value:g}"
@@ -96,6 +102,8 @@ def cc_logit_scale(spec: str, num_actions: int) -> float:
     """
     if spec == PER_GAME_SCALE:
         return float(num_actions + 1)
+    if spec == MEAN_PARAMETERIZATION:
+        return 1.0
     return float(parse_logit_scale(spec))
 
 
@@ -112,7 +120,8 @@ class AMNConfig:
     cc_logit_scale: str = option(
         "1",
         f'--loss cc only: the CC loss sees s·logits; s a positive number or "'
-        f'{PER_GAME_SCALE}" (per game, K its number of actions)',
+        f'{PER_GAME_SCALE}" (per game, K its number of actions); or '
+        f'"{MEAN_PARAMETERIZATION}": softmax(logits) is the CC\'s mean',
         parse=parse_logit_scale,
         metavar="S",
     )
@@ -310,7 +319,11 @@ def amn_learner(
     k = len(idx)
     if loss == "cc":
         fit = keras_cc.losses.ContinuousCategoricalCrossentropy(
-            from_logits=True, logit_scale=cc_logit_scale(logit_scale, k)
+            from_logits=True,
+            logit_scale=cc_logit_scale(logit_scale, k),
+            parameterization=(
+                "mean" if logit_scale == MEAN_PARAMETERIZATION else "natural"
+            ),
         )
     else:
         fit = keras.losses.CategoricalCrossentropy(from_logits=True)

@@ -59,6 +59,7 @@ LOSS_FLAGS: dict[str, list[str]] = {
     "xe": ["--loss", "xe"],
     "cc": ["--loss", "cc"],
     "cc_scaled": ["--loss", "cc", "--cc-logit-scale", "K+1"],
+    "cc_mean": ["--loss", "cc", "--cc-logit-scale", "mean"],
 }
 
 
@@ -120,7 +121,8 @@ def student_runs(games: Sequence[str]) -> list[dict[str, Any]]:
     Seed by seed, so that a study cut off early has every setting at n = 1
     before any at n = 2: each game alone (AMN, CC-AMN; T = 1), then all five
     games together at T = 1 and at T = 0.1. Then the follow-up: CC-AMN with
-    the per-game logit scale K + 1 (``cc_scaled``), alone and together, T = 1.
+    the per-game logit scale K + 1 (``cc_scaled``), alone and together, T = 1;
+    and CC-AMN under the mean parameterisation (``cc_mean``), together, T = 1.
     """
     runs = []
     for seed in SEEDS:
@@ -142,6 +144,11 @@ def student_runs(games: Sequence[str]) -> list[dict[str, Any]]:
         groups = [[game] for game in games] + ([list(games)] if len(games) > 1 else [])
         for group in groups:
             runs.append(dict(games=group, loss="cc_scaled", temperature=1.0, seed=seed))
+    if len(games) > 1:
+        for seed in SEEDS:
+            runs.append(
+                dict(games=list(games), loss="cc_mean", temperature=1.0, seed=seed)
+            )
     return runs
 
 

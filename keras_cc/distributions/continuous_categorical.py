@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 from tensorflow_probability.python.bijectors import (
-    softmax_centered as softmax_centered_bijector,
+    iterated_sigmoid_centered as iterated_sigmoid_centered_bijector,
 )
 from tensorflow_probability.python.distributions import distribution, kullback_leibler
 from tensorflow_probability.python.internal import (
@@ -486,7 +486,7 @@ class ContinuousCategorical(distribution.AutoCompositeTensorDistribution):
                     [sample_shape, [num_classes]], axis=0
                 ),
                 default_constraining_bijector_fn=(
-                    softmax_centered_bijector.SoftmaxCentered
+                    iterated_sigmoid_centered_bijector.IteratedSigmoidCentered
                 ),
                 is_preferred=False,
             ),
@@ -620,7 +620,10 @@ class ContinuousCategorical(distribution.AutoCompositeTensorDistribution):
     # --- TFP plumbing ------------------------------------------------------
 
     def _default_event_space_bijector(self):
-        return softmax_centered_bijector.SoftmaxCentered(
+        # A bijection from R^(K-1) onto the open simplex. Not SoftmaxCentered,
+        # Dirichlet's: in TFP 0.25 it calls np.reshape(newshape=...), which
+        # NumPy 2.4 removed.
+        return iterated_sigmoid_centered_bijector.IteratedSigmoidCentered(
             validate_args=self.validate_args
         )
 
