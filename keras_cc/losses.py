@@ -766,7 +766,8 @@ class ContinuousCategoricalCrossentropy(_LossFunctionWrapper):
             reach 100; with the scale, CC-LS trains at about LS's pace (see
             `docs/label_smoothing.md` for the measurements, and the one
             setting measured where the scale hurts: 100 classes at Adam lr
-            1e-2, where it also acts as a much larger step). The model's
+            1e-2, where it also acts as a much larger step and one seed in
+            two never trained; there pass `logit_scale=1.0`). The model's
             predicted CC is then `CC(logits=s * z)`: read probabilities as
             `softmax(s * z)` or `keras_cc.ops.cc_mean(s * z)`.
         parameterization: `"natural"` (default) or `"mean"`. With `"mean"`
