@@ -235,11 +235,16 @@ def saddle_point(x, newton_steps: int = _NEWTON_STEPS):
 
 
 def _theta_where_cot_is(v):
-    """Solve theta * cot(theta) = v for theta in (0, pi), elementwise, v < 1."""
+    """Solve theta * cot(theta) = v for theta in (0, pi), elementwise, v < 1.
+
+    One value per row: the backend's sin and cos, not ``sin_cos``, whose
+    polynomials pay off only on the nodes and would put some 400 more ops
+    into every traced graph of the op (tracing and compile time).
+    """
     r = ops.sqrt(3.0 * (1.0 - v))
     theta = ops.where(v > -1.0, r / (1.0 + 0.2 * r), math.pi * (1.0 - 1.0 / (1.0 - v)))
     for _ in range(_THETA_NEWTON_STEPS):
-        sin, cos = sin_cos(theta)
+        sin, cos = keep_f64("sin", theta), keep_f64("cos", theta)
         f = theta * cos / sin - v
         df = cos / sin - theta / (sin * sin)
         theta = ops.clip(theta - f / df, 0.5 * theta, 0.5 * (theta + math.pi))
