@@ -236,7 +236,11 @@ def test_ci_preset_end_to_end_then_resume(tmp_path: Path, capsys) -> None:
     table = (out / "summary.md").read_text()
     assert "| gap to LS (selected) | gap to LS (last) |" in table
     rows = [line for line in table.splitlines() if line.startswith("| MNIST-1D")]
-    assert len(rows) == 2 and all("(n = 1)" in r and "±" not in r for r in rows)
+    # The compact table's line for the cell, then one line per method.
+    compact, *per_method = rows
+    assert compact.count(", n = 1") == 2 and "±" not in compact
+    assert len(per_method) == 2
+    assert all("(n = 1)" in r and "±" not in r for r in per_method)
     assert (out / "accuracy_curves.png").stat().st_size > 0
     rows = ablation.read_metrics(first.directory(out) / "metrics.csv")
     assert [int(r["epoch"]) for r in rows] == [1, 2]
