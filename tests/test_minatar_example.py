@@ -279,16 +279,24 @@ def test_amn_learner_pads_channels_and_matches_reference(loss: str) -> None:
     np.testing.assert_allclose(got, expected, rtol=2e-4, atol=2e-4)
 
 
-def test_amn_learner_scales_the_cc_logits_by_k_plus_1() -> None:
-    """`--cc-logit-scale K+1`: Freeway's CC loss sees 4·z (K = 3)."""
+def _freeway_cc_learner(scale: str, rows: int, seed: int):
+    """A CC-AMN learner on Freeway (K = 3) with `--cc-logit-scale scale`, and
+    on a random batch: the student's logits z, the expert's Q-values and the
+    learner's loss."""
     student = minatar_env.minatar_cnn(3, 7, name="s")
     expert = minatar_env.minatar_cnn(3, 7, name="e")
     own = np.array([0, 1, 2])
-    amn = actor_mimic.amn_learner(student, expert, own, 1.0, "cc", "Freeway", "K+1")
-    x = np.random.default_rng(1).integers(0, 2, (8, 10, 10, 7)).astype(np.uint8)
+    amn = actor_mimic.amn_learner(student, expert, own, 1.0, "cc", "Freeway", scale)
+    x = np.random.default_rng(seed).integers(0, 2, (rows, 10, 10, 7)).astype(np.uint8)
     z = np.asarray(student.predict_on_batch(x), np.float64)
     q = np.asarray(expert.predict_on_batch(x), np.float64)
-    got = float(np.asarray(amn.loss_fn(None, amn.predict_on_batch(x))))
+    loss = float(np.asarray(amn.loss_fn(None, amn.predict_on_batch(x))))
+    return amn, x, z, q, loss
+
+
+def test_amn_learner_scales_the_cc_logits_by_k_plus_1() -> None:
+    """`--cc-logit-scale K+1`: Freeway's CC loss sees 4·z (K = 3)."""
+    amn, x, z, q, got = _freeway_cc_learner("K+1", rows=8, seed=1)
     np.testing.assert_allclose(got, reference_amn_loss(4 * z, q, "cc"), rtol=2e-4)
     # The policy is the raw logits' argmax: the scale does not touch it.
     np.testing.assert_allclose(amn.actor.predict_on_batch(x), z, rtol=1e-5)
@@ -304,14 +312,7 @@ def test_amn_learner_with_the_mean_parameterization() -> None:
     from keras_cc.ops import cc_natural_from_mean_logits
     from tests.reference import divided_difference as dd
 
-    student = minatar_env.minatar_cnn(3, 7, name="s")
-    expert = minatar_env.minatar_cnn(3, 7, name="e")
-    own = np.array([0, 1, 2])
-    amn = actor_mimic.amn_learner(student, expert, own, 1.0, "cc", "Freeway", "mean")
-    x = np.random.default_rng(2).integers(0, 2, (6, 10, 10, 7)).astype(np.uint8)
-    z = np.asarray(student.predict_on_batch(x), np.float64)
-    q = np.asarray(expert.predict_on_batch(x), np.float64)
-    got = float(np.asarray(amn.loss_fn(None, amn.predict_on_batch(x))))
+    _, _, z, q, got = _freeway_cc_learner("mean", rows=6, seed=2)
     eta = np.asarray(cc_natural_from_mean_logits(z), np.float64)
     softmax = np.exp(z - z.max(1, keepdims=True))
     softmax /= softmax.sum(1, keepdims=True)
