@@ -335,6 +335,10 @@ def test_non_finite_gradient_step_is_skipped() -> None:
             ["--loss", "cc", "--out", "x", "--rotation", "200"],
             "--rotation must be in [0, 180]; got 200",
         ),
+        (
+            ["--loss", "cc", "--out", "x", "--run-eagerly", "--jit-compile", "on"],
+            "--run-eagerly and --jit-compile on exclude each other",
+        ),
     ],
 )
 def test_bad_cli_input_is_a_clear_error(argv: list[str], message: str, capsys) -> None:
